@@ -1,0 +1,94 @@
+"""Checkpoints: weights as safetensors + a JSON sidecar that says how to rebuild the model.
+
+``<name>.safetensors`` holds only tensors (safe to load from anywhere); ``<name>.json`` holds the model
+name and config for ``create_model``, plus provenance (data, command, metrics, git commit). Resumable
+training state (optimizer, step) lives in a separate ``.state.pt`` loaded with ``weights_only=True``.
+Shipped weights live in ``edge_derain/weights/`` and are addressed by their stem (e.g.
+``efderain_w025``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from .models import create_model
+from .utils import atomic_path, atomic_write_json
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS = "efderain_w025"
+
+
+def sidecar_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, **metadata) -> Path:
+    """Write ``path`` (.safetensors) and its JSON sidecar atomically; return the weights path."""
+    path = Path(path).with_suffix(".safetensors")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+    sidecar = {"model": model.model_name, "config": model.model_config, **metadata}
+    atomic_write_json(sidecar_path(path), sidecar)
+    return path
+
+
+def list_shipped_weights() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.safetensors"))
+
+
+def resolve_weights(spec: str | Path | None) -> Path:
+    """A file path, or the stem of shipped weights; None means the project's default weights."""
+    spec = DEFAULT_WEIGHTS if spec is None else spec
+    path = Path(spec)
+    if path.suffix == "" and not path.exists():
+        path = SHIPPED_DIR / f"{spec}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"weights {str(spec)!r} not found; pass a .safetensors file written by "
+                                f"'edge-derain train' or one of the shipped names: {', '.join(list_shipped_weights())}")
+    return path
+
+
+def read_sidecar(weights: str | Path) -> dict:
+    path = sidecar_path(Path(weights))
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: weights need the JSON sidecar written beside them by "
+                                f"'edge-derain train' (it names the model and its config)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); restore it from the training output") from None
+    if "model" not in meta:
+        raise ValueError(f"{path} has no 'model' entry; it is not an edge_derain checkpoint sidecar")
+    return meta
+
+
+def load_model(weights: str | Path | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the model named by the sidecar and load its weights (eval mode)."""
+    path = resolve_weights(weights)
+    meta = read_sidecar(path)
+    model = create_model(meta["model"], **meta.get("config", {}))
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorsError, OSError) as exc:
+        raise ValueError(f"cannot read {path} as safetensors ({exc}); re-download or re-train it") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit model {meta['model']} {meta.get('config', {})}: "
+                         f"{len(missing)} missing, {len(unexpected)} unexpected tensors "
+                         f"(e.g. {(missing or unexpected)[0]}); check the sidecar's config")
+    return model.to(device).eval()
+
+
+def save_training_state(path: str | Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(path: str | Path) -> dict:
+    # weights_only=True: the state is plain tensors/dicts/numbers, so no pickle code can run on load.
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,26 @@
+"""Shared pytest options and fixtures.
+
+The development data lives outside the repository (CI passes ``--data ../shared/data``); tests that
+need it take the ``data_dir`` fixture and skip with a stated reason when it is absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--data", default=None,
+                     help="development data directory (the layout of ../shared/data)")
+
+
+@pytest.fixture(scope="session")
+def data_dir(request) -> Path:
+    value = request.config.getoption("--data")
+    if not value:
+        pytest.skip("no --data directory given (CI passes --data ../shared/data)")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.skip(f"--data {value} is not a directory")
+    return path
