@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .models import create_model
@@ -74,13 +74,18 @@ def load_model(weights: str | Path | None = None, device: str | torch.device = "
     model = create_model(meta["model"], **meta.get("config", {}))
     try:
         state = load_file(str(path), device="cpu")
-    except (SafetensorsError, OSError) as exc:
+    except (SafetensorError, OSError) as exc:
         raise ValueError(f"cannot read {path} as safetensors ({exc}); re-download or re-train it") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or resized:
+        example = (missing or unexpected or resized)[0]
         raise ValueError(f"{path} does not fit model {meta['model']} {meta.get('config', {})}: "
-                         f"{len(missing)} missing, {len(unexpected)} unexpected tensors "
-                         f"(e.g. {(missing or unexpected)[0]}); check the sidecar's config")
+                         f"{len(missing)} missing, {len(unexpected)} unexpected, {len(resized)} resized tensors "
+                         f"(e.g. {example}); check the sidecar's config")
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 
