@@ -31,4 +31,12 @@ EXTRAS="onnx,trt"
 log "installing edge_derain[$EXTRAS]"
 "$PY" -m pip install -q -e ".[$EXTRAS]"
 
+# TensorRT-RTX's ONNX parser aborts the process on any plugin node unless libtensorrt_rtx.so (the
+# unversioned name it dlopens) sits beside libtensorrt_rtx.so.1; the wheel ships only the latter.
+RTX_LIBS=$("$PY" -c "import importlib.util as u; s = u.find_spec('tensorrt_rtx_libs'); print(list(s.submodule_search_locations)[0] if s else '')")
+if [ -n "$RTX_LIBS" ] && [ -e "$RTX_LIBS/libtensorrt_rtx.so.1" ] && [ ! -e "$RTX_LIBS/libtensorrt_rtx.so" ]; then
+  log "linking $RTX_LIBS/libtensorrt_rtx.so -> libtensorrt_rtx.so.1"
+  ln -sf libtensorrt_rtx.so.1 "$RTX_LIBS/libtensorrt_rtx.so"
+fi
+
 log "done: $VENV/bin/edge-derain is ready (try: $VENV/bin/edge-derain info)"

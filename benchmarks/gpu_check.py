@@ -1,0 +1,247 @@
+"""GPU check of the CUDA kernels: correctness against the PyTorch operators and speed against the
+device's copy bandwidth (the kernels are memory bound, so a D2D copy is their practical roofline).
+
+    python benchmarks/gpu_check.py --out gpu_check.json
+
+Needs an NVIDIA GPU visible to torch and nvcc (or --lib with a built libedge_derain_kernels.so). On a
+machine without a CUDA GPU it prints "no CUDA GPU" and exits 0. Exit status 1 when a check fails.
+
+Each entry of CHECKS is one operator: it returns a list of result rows (one per case) that the table
+and the JSON report share; a transposed-attention check is added by appending another Check.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # runnable from a checkout without `pip install -e .`
+
+DILATIONS = (1, 2, 3, 4)
+# (N, C, H, W), dilations: odd sizes for the bounds checks, 720p/1080p at batch 1 and 4 for speed.
+DEFAULT_CASES = (
+    ((1, 3, 37, 53), DILATIONS),
+    ((4, 3, 257, 263), DILATIONS),
+    ((2, 3, 61, 47), (1, 3)),
+    ((1, 3, 720, 1280), DILATIONS),
+    ((1, 3, 1080, 1920), DILATIONS),
+    ((4, 3, 1080, 1920), DILATIONS),
+)
+TOLERANCES = {"float32": 1e-5, "float16": 1e-2}  # max |kernel - reference| / max |reference|
+
+
+@dataclasses.dataclass
+class Context:
+    """What every check gets: the built kernel library, the copy roofline and the timing settings."""
+    lib: object  # ctypes.CDLL from edge_derain.engine.kernel_lib
+    copy_gbps: float
+    warmup: int
+    iters: int
+    cases: Sequence[tuple[tuple[int, int, int, int], tuple[int, ...]]]
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    run: Callable[[Context], list[dict]]
+
+
+def time_cuda_ms(fn: Callable[[], object], warmup: int, iters: int) -> float:
+    """Median milliseconds of ``fn`` on the current stream, measured with CUDA events after warm-up."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def copy_bandwidth_gbps(warmup: int, iters: int) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second) over a buffer far larger
+    than L2, the practical ceiling for memory-bound kernels."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    nbytes = min(1 << 30, free // 4)
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    ms = time_cuda_ms(lambda: dst.copy_(src), warmup, iters)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def _dilation_filter_case(ctx: Context, shape: tuple[int, int, int, int], dilations: tuple[int, ...],
+                          dtype_name: str, gen) -> dict:
+    import torch
+
+    from edge_derain.engine import kernel_lib
+    from edge_derain.ops import dilation_filter
+
+    n, c, h, w = shape
+    dtype = getattr(torch, dtype_name)
+    image = torch.rand(shape, device="cuda", generator=gen).to(dtype)
+    kernels = torch.randn((n, 9 * c, h, w), device="cuda", generator=gen).to(dtype)  # raw KPN output: signed
+    out = torch.full((n, c * len(dilations), h, w), float("nan"), device="cuda", dtype=dtype)
+
+    def run_kernel(stream=None):
+        stream = stream if stream is not None else torch.cuda.current_stream()
+        kernel_lib.launch_dilation_filter(image.data_ptr(), kernels.data_ptr(), out.data_ptr(), dtype_name,
+                                          n, c, h, w, dilations, stream.cuda_stream, lib=ctx.lib)
+
+    # Correctness on a side stream: checks that torch's stream handle works in the library's statically
+    # linked CUDA runtime.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run_kernel(side)
+    side.synchronize()
+    # FP32 reference on the same (possibly fp16-rounded) inputs, since the kernel accumulates in FP32.
+    expected = dilation_filter(image.float(), kernels.float(), dilations)
+    rel_err = ((out.float() - expected).abs().max() / expected.abs().max()).item()
+    del expected
+
+    kernel_ms = time_cuda_ms(run_kernel, ctx.warmup, ctx.iters)
+    torch_ms = time_cuda_ms(lambda: dilation_filter(image, kernels, dilations), ctx.warmup, ctx.iters)
+    nbytes = (image.numel() + kernels.numel() + out.numel()) * image.element_size()
+    gbps = nbytes / (kernel_ms * 1e-3) / 1e9
+    tolerance = TOLERANCES[dtype_name]
+    return dict(status="ok" if rel_err <= tolerance else "FAIL", rel_err=rel_err, tolerance=tolerance,
+                kernel_ms=kernel_ms, torch_ms=torch_ms, speedup=torch_ms / kernel_ms, mbytes_per_call=nbytes / 1e6,
+                gbps=gbps, pct_of_copy=100 * gbps / ctx.copy_gbps)
+
+
+def dilation_filter_check(ctx: Context) -> list[dict]:
+    """The fused CUDA dilation filter against ``edge_derain.ops.dilation_filter``, fp32 and fp16."""
+    import torch
+
+    rows = []
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for shape, dilations in ctx.cases:
+        for dtype_name in TOLERANCES:
+            row = {"case": f"{'x'.join(map(str, shape))} d={','.join(map(str, dilations))}", "dtype": dtype_name}
+            try:
+                row.update(_dilation_filter_case(ctx, shape, dilations, dtype_name, gen))
+            except torch.cuda.OutOfMemoryError:
+                row["status"] = "skipped (out of GPU memory)"
+            torch.cuda.empty_cache()
+            rows.append(row)
+    return rows
+
+
+CHECKS = [Check("dilation_filter", dilation_filter_check)]
+
+COLUMNS = (  # (row key, header, format)
+    ("case", "case", "{}"), ("dtype", "dtype", "{}"), ("status", "status", "{}"), ("rel_err", "rel err", "{:.2e}"),
+    ("kernel_ms", "kernel ms", "{:.4f}"), ("torch_ms", "torch ms", "{:.4f}"), ("speedup", "x torch", "{:.1f}"),
+    ("mbytes_per_call", "MB/call", "{:.1f}"), ("gbps", "GB/s", "{:.0f}"), ("pct_of_copy", "% copy", "{:.0f}"),
+)
+
+
+def format_table(rows: list[dict]) -> str:
+    cells = [[header for _, header, _ in COLUMNS]]
+    cells += [[fmt.format(row[key]) if key in row else "-" for key, _, fmt in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def parse_case(text: str) -> tuple[tuple[int, int, int, int], tuple[int, ...]]:
+    """'4x3x1080x1920' or '4x3x1080x1920:1,2,3,4' -> ((4, 3, 1080, 1920), dilations)."""
+    shape_text, _, dil_text = text.partition(":")
+    try:
+        shape = tuple(int(v) for v in shape_text.lower().split("x"))
+        dilations = tuple(int(v) for v in dil_text.split(",")) if dil_text else DILATIONS
+    except ValueError:
+        shape, dilations = (), ()
+    if len(shape) != 4 or min(shape) < 1 or not dilations or min(dilations) < 1:
+        raise argparse.ArgumentTypeError(f"case {text!r} must look like NxCxHxW or NxCxHxW:d1,d2 with positive ints")
+    return shape, dilations
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--lib", type=Path, help="use this built libedge_derain_kernels.so instead of compiling")
+    parser.add_argument("--case", dest="cases", type=parse_case, action="append",
+                        help="NxCxHxW[:d1,d2,...] to run instead of the default cases (repeatable)")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=50)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA GPU visible to torch: nothing to check (run this on a machine with an NVIDIA GPU)")
+        return 0
+
+    from edge_derain.engine import kernel_lib
+    from edge_derain.utils import atomic_write_json
+
+    major, minor = torch.cuda.get_device_capability()
+    arch = f"{major}{minor}"
+    with tempfile.TemporaryDirectory(prefix="edge_derain_gpu_check_") as build_dir:
+        if args.lib is not None:
+            lib_path = args.lib
+        else:
+            try:
+                nvcc = kernel_lib.find_nvcc()
+            except FileNotFoundError as exc:
+                print(f"cannot build the kernels: {exc}", file=sys.stderr)
+                return 1
+            started = time.perf_counter()
+            lib_path = kernel_lib.build_kernel_library(build_dir, archs=[arch], nvcc=nvcc)
+            print(f"built {kernel_lib.LIBRARY_NAME} for sm_{arch} in {time.perf_counter() - started:.1f} s")
+        lib = kernel_lib.load_kernel_library(lib_path)
+
+        copy_gbps = copy_bandwidth_gbps(args.warmup, args.iters)
+        ctx = Context(lib=lib, copy_gbps=copy_gbps, warmup=args.warmup, iters=args.iters,
+                      cases=args.cases or DEFAULT_CASES)
+        props = torch.cuda.get_device_properties(0)
+        print(f"{props.name} (sm_{arch}, {props.total_memory / 2**30:.0f} GiB): "
+              f"D2D copy {copy_gbps:.0f} GB/s (read + write)")
+
+        results = {}
+        for check in CHECKS:
+            rows = check.run(ctx)
+            results[check.name] = rows
+            print(f"\n{check.name}\n{format_table(rows)}")
+
+    failed = [f"{name} {row['case']} {row['dtype']}" for name, rows in results.items() for row in rows
+              if row["status"] == "FAIL"]
+    report = {
+        "device": props.name, "compute_capability": f"{major}.{minor}", "total_memory_bytes": props.total_memory,
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "host": platform.node(),
+        "kernels_version": lib.edr_kernels_version().decode(), "kernels_sha256": kernel_lib.kernel_sources_hash(),
+        "copy_bandwidth_gbps": copy_gbps, "warmup": args.warmup, "iters": args.iters,
+        "checks": results, "passed": not failed,
+    }
+    if args.out is not None:
+        atomic_write_json(args.out, report)
+        print(f"\nwrote {args.out}")
+    if failed:
+        print("FAILED: " + "; ".join(failed), file=sys.stderr)
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
