@@ -79,6 +79,10 @@ def dilation_filter(image: torch.Tensor, kernels: torch.Tensor,
     Returns (N, C * len(dilations), H, W), dilation-major. Half-precision inputs are accumulated in
     FP32 and the result is cast back to the input dtype.
     """
+    if torch.onnx.is_in_onnx_export():
+        from .onnx import emit_custom_node, export_dilation_filter  # lazy: that module imports this one
+        if emit_custom_node():
+            return export_dilation_filter(image, kernels, dilations)
     check_dilation_filter_inputs(image, kernels, dilations)
     n, c, h, w = image.shape
     acc_dtype = accumulation_dtype(image.dtype)

@@ -158,6 +158,10 @@ def transposed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, temp
                          num_heads: int, mode: str = "dense", topk: Sequence[int] | None = None,
                          branch_weights: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
     """Channel attention of ``q`` over ``k`` applied to ``v``; all (N, C, H, W), output (N, C, H, W)."""
+    if torch.onnx.is_in_onnx_export():
+        from .onnx import emit_custom_node, export_transposed_attention  # lazy: that module imports this one
+        if emit_custom_node():
+            return export_transposed_attention(q, k, v, temperature, num_heads, mode, topk, branch_weights, eps)
     check_transposed_attention_inputs(q, k, v, temperature, num_heads, mode, topk, branch_weights, eps)
     n, c, h, w = q.shape
     dtype = accumulation_dtype(q.dtype)
