@@ -29,11 +29,22 @@ def _model_config(args) -> dict:
     return config
 
 
-def _torch_backend(weights, device="cpu"):
-    from .backends import TorchBackend
-    from .checkpoint import load_model
+def _backend(args):
+    from .backends import open_backend
 
-    return TorchBackend(load_model(weights, device=device), device=device)
+    return open_backend(args.backend, weights=args.weights, device=args.device)
+
+
+def _sizes(items: list[str]) -> list[tuple[int, int]]:
+    """``HxW`` strings -> (H, W) tuples."""
+    out = []
+    for item in items:
+        try:
+            h, w = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"size {item!r} must look like HEIGHTxWIDTH, e.g. 480x640") from None
+        out.append((h, w))
+    return out
 
 
 def cmd_train(args) -> int:
@@ -52,7 +63,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, print_report, write_report
 
-    report = evaluate(_torch_backend(args.weights, args.device), args.data, limit=args.limit,
+    report = evaluate(_backend(args), args.data, limit=args.limit,
                       progress=not args.quiet)
     report["weights"] = str(args.weights or "default")
     json_path, csv_path = write_report(report, args.out)
@@ -64,7 +75,7 @@ def cmd_eval(args) -> int:
 def cmd_derain(args) -> int:
     from .inference import derain_paths
 
-    for src, dst in derain_paths(_torch_backend(args.weights, args.device), args.inputs, args.out):
+    for src, dst in derain_paths(_backend(args), args.inputs, args.out):
         print(f"{src} -> {dst}")
     return 0
 
@@ -72,10 +83,122 @@ def cmd_derain(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    result = run_demo(_torch_backend(args.weights, args.device), args.out, source=args.input, clip=args.clip,
+    result = run_demo(_backend(args), args.out, source=args.input, clip=args.clip,
                       intensity=args.intensity, seed=args.seed, max_frames=args.max_frames)
     print(result.summary())
     return 0
+
+
+def _model_for_export(args):
+    """The model to export: ``--weights`` if given, else the shipped weights of ``--model``, else a
+    freshly initialised ``--model`` (useful to check that an untrained architecture exports)."""
+    from .checkpoint import DEFAULT_WEIGHTS, list_shipped_weights, load_model, read_sidecar, resolve_weights
+    from .models import create_model
+
+    weights = args.weights
+    if weights is None and args.model:
+        shipped = sorted((name != DEFAULT_WEIGHTS, name) for name in list_shipped_weights()
+                         if read_sidecar(resolve_weights(name))["model"] == args.model)
+        if not shipped:
+            logging.getLogger(__name__).warning("no shipped weights for %s: exporting an untrained model", args.model)
+            return create_model(args.model, **_model_config(args)), args.model
+        weights = shipped[0][1]
+    model = load_model(weights)
+    if args.model and model.model_name != args.model:
+        raise ValueError(f"--model {args.model} but the weights hold {model.model_name}; pass matching --weights")
+    return model, resolve_weights(weights).stem
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+
+    model, _ = _model_for_export(args)
+    result = export_model(model, args.out, opset=args.opset, portable=not args.no_portable)
+    print(result.summary())
+    return 0
+
+
+def _engine_cache(args):
+    from .engine import EngineCache
+    from .utils import cache_dir
+
+    return EngineCache(args.cache_dir or cache_dir("engines"))
+
+
+def cmd_build(args) -> int:
+    from .engine import ShapeProfile
+    from .utils import cache_dir
+
+    if bool(args.onnx) == bool(args.model):
+        raise ValueError("pass exactly one of --onnx FILE (a plugin or portable graph) or --model NAME (exported first)")
+    onnx_path = args.onnx
+    if args.model:
+        from .export import export_model
+
+        model, stem = _model_for_export(args)
+        onnx_path = export_model(model, (args.cache_dir and Path(args.cache_dir) or cache_dir("onnx")) / stem,
+                                 portable=False).plugin_path
+    engine = _engine_cache(args).get_or_build(onnx_path, precision=args.precision,
+                                              shapes=ShapeProfile.parse(args.shapes), target=args.device,
+                                              verbose_log_path=args.log, rebuild=args.rebuild)
+    sidecar = engine.sidecar
+    state = "built" if engine.built else "cached"
+    print(f"{state}: {engine.engine_path}")
+    print(f"  {sidecar['key']['fingerprint']['flavour']} {sidecar['key']['fingerprint']['version']}, "
+          f"targets {','.join(sidecar['key']['fingerprint']['targets'])}, {args.precision}, "
+          f"profile {ShapeProfile.parse(args.shapes).label}")
+    print(f"  layers: {sidecar['layer_summary']}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .backends import open_backend
+    from .compare import compare_backends, print_compare_report
+    from .utils import atomic_write_json
+
+    a = open_backend(args.a, weights=args.weights, device=args.device)
+    b = open_backend(args.b, weights=args.weights, device=args.device)
+    report = compare_backends(a, b, sizes=_sizes(args.sizes), batch=args.batch, seed=args.seed,
+                              atol=args.atol, rtol=args.rtol)
+    print_compare_report(report)
+    if args.json:
+        atomic_write_json(args.json, report)
+    return 0 if report["passed"] else 1
+
+
+def cmd_bench(args) -> int:
+    from .backends import open_backend
+    from .bench import print_benchmark, run_benchmark, write_benchmark
+
+    backends = {}
+    for spec in args.backend:
+        name, _, target = spec.partition("=")
+        backends[name] = open_backend(target or name, weights=args.weights, device=args.device)
+    results = run_benchmark(backends, _sizes(args.res), batch=args.batch, warmup=args.warmup, iters=args.iters)
+    print_benchmark(results)
+    json_path, png_path = write_benchmark(results, args.out)
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def _tensorrt_info(args) -> dict:
+    """TensorRT flavour, CUDA devices it sees, and the engines in the cache (with their build keys)."""
+    from .engine import TensorRTUnavailable, detect_tensorrt, list_devices
+
+    try:
+        flavour = detect_tensorrt()
+        trt = {"flavour": flavour.name, "version": flavour.version,
+               "targets": flavour.supported_targets() if flavour.supports_targets else "local GPU only"}
+    except TensorRTUnavailable as exc:
+        trt = {"unavailable": str(exc)}
+    cache = _engine_cache(args)
+    engines = [{"engine": str(e.engine_path), "problem": e.problem,
+                **({"precision": e.sidecar["key"]["precision"], "targets": e.sidecar["key"]["fingerprint"]["targets"],
+                    "tensorrt": f"{e.sidecar['key']['fingerprint']['flavour']} {e.sidecar['key']['fingerprint']['version']}",
+                    "built_at": e.sidecar.get("built_at")} if e.sidecar else {})}
+               for e in (cache.entries() if cache.root.is_dir() else [])]
+    return {"tensorrt": trt, "gpus": [f"{d.name} ({d.target})" for d in list_devices()],
+            "engine_cache": str(cache.root), "engines": engines}
 
 
 def cmd_info(args) -> int:
@@ -91,7 +214,8 @@ def cmd_info(args) -> int:
             "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
             "models": {m.name: m.description for m in list_models()},
             "shipped_weights": list_shipped_weights()}
-    print(json.dumps(info, indent=2))
+    info.update(_tensorrt_info(args))
+    print(json.dumps(info, indent=2, default=str))
     return 0
 
 
@@ -100,10 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add_weights(p):
+    def add_weights(p, backend=True):
         p.add_argument("--weights", default=None,
                        help="a .safetensors checkpoint (with its .json sidecar) or a shipped name; default: shipped")
         p.add_argument("--device", default="cpu", help="cpu or cuda")
+        if backend:
+            p.add_argument("--backend", default="torch",
+                           help="torch (with --weights), a portable .onnx (ONNX Runtime) or a .engine (TensorRT)")
 
     p = sub.add_parser("train", help="train a registered model on paired/synthetic rain data")
     p.add_argument("--model", required=True)
@@ -151,7 +278,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("info", help="versions, devices, registered models and shipped weights")
+    p = sub.add_parser("export", help="export to ONNX: plugin graph (custom nodes) + portable graph (standard ops)")
+    add_weights(p, backend=False)
+    p.add_argument("--model", default=None, help="model name (default: the one named by the weights' sidecar)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="config of an untrained --model that has no shipped weights")
+    p.add_argument("--out", required=True, help="output path; writes OUT.onnx and OUT.portable.onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-portable", action="store_true", help="write only the plugin graph")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("build", help="build (or fetch from the cache) a TensorRT engine for a device")
+    p.add_argument("--onnx", default=None, help="plugin or portable ONNX graph")
+    p.add_argument("--model", default=None, help="export this model (with --weights) first")
+    p.add_argument("--weights", default=None, help="weights for --model (default: shipped)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="config of an untrained --model that has no shipped weights")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--shapes", default="1x3x256x256:1x3x720x1280:1x3x1088x1920",
+                   help="optimisation profile min:opt:max (NxCxHxW, H and W multiples of the model's multiple)")
+    p.add_argument("--device", default="auto",
+                   help="auto (the local GPU; without one TensorRT-RTX builds for sm86,sm89,sm120) or targets "
+                        "like sm86 / sm86,sm89 (TensorRT-RTX builds for GPUs it does not have)")
+    p.add_argument("--cache-dir", default=None, help="engine cache folder (default: ~/.cache/edge_derain/engines)")
+    p.add_argument("--log", default=None, help="write the verbose build log here")
+    p.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("compare", help="run the same random inputs through two backends and report errors")
+    p.add_argument("--a", default="torch", help="reference backend: torch, a .onnx or a .engine")
+    p.add_argument("--b", required=True, help="backend under test: torch, a .onnx or a .engine")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", nargs="+", default=["64x64", "61x90"], help="input sizes HxW")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--json", default=None, help="also write the report as JSON")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="latency (median, p90, p99) and FPS per backend and resolution; JSON + PNG")
+    p.add_argument("--backend", nargs="+", default=["torch"],
+                   help="NAME=SPEC or SPEC entries: torch, a .onnx, a .engine (e.g. torch ort=model.portable.onnx)")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--res", nargs="+", default=["480x640"], help="resolutions HxW")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--out", default="bench_out")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("info", help="versions, devices, TensorRT, models, shipped weights, cached engines")
+    p.add_argument("--cache-dir", default=None, help="engine cache folder to list")
     p.set_defaults(func=cmd_info)
     return parser
 
@@ -162,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, ImportError) as exc:
         # Errors raised by the library are written to be read by a person: one line, no traceback.
         if args.verbose:
             raise

@@ -53,3 +53,10 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def cache_dir(*parts: str) -> Path:
+    """Per-user cache folder (``$EDGE_DERAIN_CACHE``, else ``$XDG_CACHE_HOME/edge_derain``, else ``~/.cache``)."""
+    base = os.environ.get("EDGE_DERAIN_CACHE")
+    root = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge_derain"
+    return root.joinpath(*parts)
