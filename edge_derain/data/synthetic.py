@@ -32,12 +32,15 @@ _RANGE_FIELDS = ("angle", "length", "width", "density", "blur", "brightness", "h
 _FAR_LENGTH, _FAR_WIDTH, _FAR_BRIGHTNESS, _FAR_DENSITY, _FAR_ANGLE_JITTER_DEG = 0.5, 0.6, 0.55, 2.0, 4.0
 
 PRESETS: dict[str, dict] = {
-    "light": dict(length=(10.0, 25.0), width=(0.8, 1.3), density=(0.0005, 0.0015), brightness=(0.3, 0.5),
+    # Real rain photographed at video shutter speeds is long, thin, semi-transparent streaks (the
+    # look of Rain100H/SIRR-style data), not short opaque dashes; heavier rain adds length, density
+    # and the veiling haze of rain accumulation rather than saturating the frame.
+    "light": dict(length=(15.0, 40.0), width=(0.6, 1.0), density=(0.0015, 0.003), brightness=(0.15, 0.3),
                   haze=(0.0, 0.05)),
-    "medium": dict(length=(20.0, 40.0), width=(1.0, 1.8), density=(0.0015, 0.003), brightness=(0.45, 0.7),
-                   haze=(0.05, 0.15)),
-    "heavy": dict(length=(30.0, 60.0), width=(1.3, 2.5), density=(0.003, 0.005), brightness=(0.6, 0.9),
-                  haze=(0.15, 0.3)),
+    "medium": dict(length=(25.0, 55.0), width=(0.7, 1.2), density=(0.002, 0.004), brightness=(0.2, 0.35),
+                   haze=(0.03, 0.1)),
+    "heavy": dict(length=(35.0, 80.0), width=(0.9, 1.5), density=(0.003, 0.006), brightness=(0.3, 0.45),
+                  haze=(0.08, 0.18)),
 }
 
 
@@ -53,12 +56,12 @@ class RainRenderer:
     """
 
     angle: Range = (-30.0, 30.0)
-    length: Range = (10.0, 60.0)
-    width: Range = (0.8, 2.5)
-    density: Range = (0.0005, 0.005)
+    length: Range = (15.0, 80.0)
+    width: Range = (0.6, 1.5)
+    density: Range = (0.0015, 0.006)
     blur: Range = (0.3, 1.0)
-    brightness: Range = (0.3, 0.9)
-    haze: Range = (0.0, 0.3)
+    brightness: Range = (0.15, 0.45)
+    haze: Range = (0.0, 0.18)
     atmospheric_light: Range = (0.75, 1.0)
     layers: int = 2
     blend: str = "screen"
