@@ -25,6 +25,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_nchw_float
+
 KERNEL_SIZE = 3
 KERNEL_TAPS = KERNEL_SIZE * KERNEL_SIZE
 
@@ -37,15 +39,7 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 def check_dilation_filter_inputs(image: torch.Tensor, kernels: torch.Tensor,
                                  dilations: Sequence[int]) -> None:
     """Raise a one-line ValueError naming the problem and the fix if the inputs do not fit together."""
-    for name, tensor in (("image", image), ("kernels", kernels)):
-        if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dim() != 4:
-            raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(tensor.shape)}; "
-                             f"add a batch dimension with {name}.unsqueeze(0)")
-        if not tensor.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {tensor.dtype}; "
-                             f"convert it with {name}.float()")
+    check_nchw_float(image=image, kernels=kernels)
     if kernels.dtype != image.dtype:
         raise ValueError(f"kernels dtype {kernels.dtype} differs from image dtype {image.dtype}; "
                          "cast both to the same dtype")

@@ -46,6 +46,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_nchw_float
 from .dilation_filter import accumulation_dtype
 
 MODES = ("dense", "sparse", "dual", "multi")
@@ -93,15 +94,7 @@ def check_transposed_attention_inputs(q: torch.Tensor, k: torch.Tensor, v: torch
                                       branch_weights: torch.Tensor | None = None,
                                       eps: float = 1e-12) -> None:
     """Raise a one-line ValueError naming the problem and the fix if the arguments are inconsistent."""
-    for name, tensor in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dim() != 4:
-            raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {tuple(tensor.shape)}; "
-                             f"add a batch dimension with {name}.unsqueeze(0)")
-        if not tensor.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {tensor.dtype}; "
-                             f"convert it with {name}.float()")
+    check_nchw_float(q=q, k=k, v=v)
     for name, tensor in (("k", k), ("v", v)):
         if tensor.shape != q.shape:
             raise ValueError(f"{name} shape {tuple(tensor.shape)} differs from q shape {tuple(q.shape)}; "
