@@ -156,9 +156,9 @@ def cmd_compare(args) -> int:
     from .compare import compare_backends, print_compare_report
     from .utils import atomic_write_json
 
-    a = open_backend(args.a, weights=args.weights, device=args.device)
-    b = open_backend(args.b, weights=args.weights, device=args.device)
-    report = compare_backends(a, b, sizes=_sizes(args.sizes), batch=args.batch, seed=args.seed,
+    tested = open_backend(args.backend, weights=args.weights, device=args.device)
+    reference = open_backend(args.reference, weights=args.weights, device=args.device)
+    report = compare_backends(tested, reference, sizes=_sizes(args.sizes), batch=args.batch, seed=args.seed,
                               atol=args.atol, rtol=args.rtol)
     print_compare_report(report)
     if args.json:
@@ -306,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("compare", help="run the same random inputs through two backends and report errors")
-    p.add_argument("--a", default="torch", help="reference backend: torch, a .onnx or a .engine")
-    p.add_argument("--b", required=True, help="backend under test: torch, a .onnx or a .engine")
+    p.add_argument("--backend", required=True, help="backend under test: torch, a .onnx or a .engine")
+    p.add_argument("--reference", default="torch", help="reference backend (default: PyTorch with --weights)")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", nargs="+", default=["64x64", "61x90"], help="input sizes HxW")
