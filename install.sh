@@ -11,6 +11,19 @@ TORCH_SPEC=${EDGE_DERAIN_TORCH:-torch==2.13.0}
 
 log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 
+# GStreamer and PyGObject are not on PyPI for Linux: take them from the distribution (Jetson images
+# already carry nvarguscamerasrc/nvvidconv in the same system GStreamer).
+APT_PACKAGES="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 gstreamer1.0-python3-plugin-loader"
+missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ] && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  log "installing system packages: $(echo $missing | tr '\n' ' ')"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtualenv $VENV"
   python3 -m venv "$VENV"
@@ -30,6 +43,13 @@ EXTRAS="onnx,trt"
 [ "$MODE" = "dev" ] && EXTRAS="$EXTRAS,dev"
 log "installing edge_derain[$EXTRAS]"
 "$PY" -m pip install -q -e ".[$EXTRAS]"
+
+# Debian's PyGObject (gi) into the venv: its compiled module matches when the Python minor versions do.
+SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+if [ -d /usr/lib/python3/dist-packages/gi ] && [ ! -e "$SITE/gi" ]; then
+  log "exposing the system's gi (PyGObject) to $VENV"
+  ln -s /usr/lib/python3/dist-packages/gi "$SITE/gi"
+fi
 
 # TensorRT-RTX's ONNX parser aborts the process on any plugin node unless libtensorrt_rtx.so (the
 # unversioned name it dlopens) sits beside libtensorrt_rtx.so.1; the wheel ships only the latter.
