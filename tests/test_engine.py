@@ -416,7 +416,8 @@ def test_build_plugin_graph_for_target(tmp_path, precision, target):
     assert len(engine) == result.engine_bytes > 0 and result.targets == (target,)
     assert f"accelerators={{{target} }}".encode() in engine  # the compute capability really was applied
     assert result.plugins == [{"layer": "dilation_filter", "onnx_nodes": ["dilation_filter"],
-                               "plugin": "DilationFilter", "version": "1", "namespace": ""}]
+                               "plugin": "DilationFilter", "version": "1", "namespace": "",
+                               "implementation": "python"}]
     (plugin_layer,) = result.plugin_layers
     expected = "Half" if precision == "fp16" else "Float"
     assert plugin_layer.input_dtypes == (expected, expected) and plugin_layer.output_dtypes == (expected,)
@@ -489,11 +490,14 @@ def test_parser_errors_are_one_line(tmp_path):
 
 
 @needs_trt
-def test_fp16_of_fp32_graph_needs_casts_on_strongly_typed_flavours(tmp_path):
+def test_fp16_of_fp32_graph_is_converted_on_strongly_typed_flavours(tmp_path):
     if _FLAVOUR.has_precision_flags:
         pytest.skip(f"{_FLAVOUR.label} still has BuilderFlag.FP16")
-    with pytest.raises(ValueError, match="FP16 must already be in the ONNX as casts"):
-        build_engine(make_plugin_onnx(tmp_path / "g.onnx"), tmp_path / "g.engine", "fp16", PROFILE)
+    result = build_engine(make_plugin_onnx(tmp_path / "g.onnx"), tmp_path / "g.engine", "fp16", PROFILE)
+    assert result.strongly_typed and result.fp32_nodes == {}  # nothing FP16-fragile in this graph
+    (plugin_layer,) = result.plugin_layers
+    assert plugin_layer.input_dtypes == ("Half", "Half")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.engine", "g.onnx"]  # the FP16 copy is gone
 
 
 @needs_trt

@@ -15,10 +15,10 @@ import traceback
 from pathlib import Path
 
 from ..utils import atomic_write_bytes, atomic_write_json
-from .builder import (EngineBuildError, OnnxParseError, attach_plugins, layers_from_inspector, onnx_nodes_of,
-                      parse_layer_log)
+from .builder import (EngineBuildError, OnnxParseError, attach_plugins, layers_from_inspector, load_plugin_library,
+                      onnx_nodes_of, parse_layer_log)
 from .flavour import detect_tensorrt, list_devices
-from .python_plugins import plugin_errors, register_python_plugins
+from .python_plugins import plugin_classes, plugin_errors, register_python_plugins
 
 _LAYER_HEADERS = ("Layers:", "Engine Layer Information:")
 
@@ -44,7 +44,9 @@ def _make_logger(trt):
 
 
 def _plugin_layers(trt, network) -> list[dict]:
-    """Plugin layers of the parsed network: layer name, ONNX nodes, plugin name and version."""
+    """Plugin layers of the parsed network: layer name, ONNX nodes, plugin name and version, and whether
+    the plugin object is our Python plugin or comes from a (C++) plugin library."""
+    python_plugin = plugin_classes(trt)[0]
     out = []
     for index in range(network.num_layers):
         layer = network.get_layer(index)
@@ -54,7 +56,8 @@ def _plugin_layers(trt, network) -> list[dict]:
         core = layer.plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
         out.append({"layer": layer.name, "onnx_nodes": list(onnx_nodes_of(layer.metadata)) or [layer.name],
                     "plugin": core.plugin_name, "version": core.plugin_version,
-                    "namespace": core.plugin_namespace})
+                    "namespace": core.plugin_namespace,
+                    "implementation": "python" if isinstance(layer.plugin, python_plugin) else "library"})
     return out
 
 
@@ -76,7 +79,11 @@ def build(request: dict) -> dict:
     flavour = detect_tensorrt(request["flavour"])
     trt = flavour.module
     logger = _make_logger(trt)
-    register_python_plugins(trt)
+    if request.get("plugin_library"):
+        # The library's creators must be the only ones: the Python plugin stays unregistered.
+        load_plugin_library(trt, request["plugin_library"])
+    else:
+        register_python_plugins(trt)
     onnx_name = Path(request["onnx"]).name
 
     builder = trt.Builder(logger)

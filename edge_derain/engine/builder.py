@@ -9,7 +9,8 @@ Precision follows the flavour's typing rules:
 
 * strongly typed networks (TensorRT-RTX, tensorrt 11.x, and any graph that already carries FP16 casts
   or Q/DQ nodes): the engine runs in exactly the dtypes of the ONNX, so ``precision="fp16"`` needs an
-  FP16 ONNX and ``"int8"`` needs Q/DQ nodes;
+  FP16 ONNX and ``"int8"`` needs Q/DQ nodes. Given an FP32 ONNX, :func:`build_engine` converts it with
+  ``edge_derain.export.fp16.convert_to_fp16`` (FP16-fragile nodes stay FP32) and builds that;
 * tensorrt 10.x with an FP32 graph and ``precision="fp16"``: weakly typed network + ``BuilderFlag.FP16``.
 
 ``fp32`` engines clear ``BuilderFlag.TF32`` so that FP32 means FP32 (TF32 convolutions carry a 10-bit
@@ -17,8 +18,10 @@ mantissa, which would blur comparisons with the PyTorch reference).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -32,6 +35,8 @@ from typing import Iterable, Sequence
 
 from .flavour import (CudaDevice, NoCudaDevice, TensorRTFlavour, TensorRTSetupError, TensorRTUnavailable,
                       detect_tensorrt, ensure_plugin_node_support, list_devices)
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Compute capabilities TensorRT-RTX engines run on by default (its documented portable set).
@@ -115,6 +120,7 @@ class OnnxSummary:
     has_fp16: bool
     has_qdq: bool
     custom_ops: tuple[str, ...]  # "domain::op" of nodes outside the standard ONNX domains
+    metadata: dict = field(default_factory=dict)  # metadata_props, e.g. input_multiple from the exporter
 
 
 def inspect_onnx(path: str | os.PathLike) -> OnnxSummary:
@@ -148,7 +154,8 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxSummary:
                        for n in graph.node))
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
     custom = sorted({f"{n.domain}::{n.op_type}" for n in graph.node if n.domain not in ("", "ai.onnx")})
-    return OnnxSummary(path, inputs, has_fp16, has_qdq, tuple(custom))
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    return OnnxSummary(path, inputs, has_fp16, has_qdq, tuple(custom), metadata)
 
 
 def onnx_sha256(path: str | os.PathLike) -> str:
@@ -221,6 +228,23 @@ def plan_precision(flavour: TensorRTFlavour, precision: str, summary: OnnxSummar
         return PrecisionPlan(strongly_typed=False, set_flags=("FP16",))
     raise ValueError(f"{flavour.label} builds strongly typed networks only, so FP16 must already be in the "
                      f"ONNX as casts, but {name} is FP32; export an FP16 ONNX first")
+
+
+def needs_fp16_conversion(flavour: TensorRTFlavour, precision: str, summary: OnnxSummary) -> bool:
+    """True when an fp16 engine of this FP32 graph needs the graph converted first (strongly typed flavours)."""
+    return (precision == "fp16" and not summary.has_fp16 and not summary.has_qdq
+            and not flavour.has_precision_flags)
+
+
+def convert_onnx_to_fp16(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> dict[str, str]:
+    """Write the strongly typed FP16 version of an FP32 ONNX file; return its FP32 nodes (name -> reason)."""
+    import onnx
+
+    from ..export.fp16 import convert_to_fp16, fp32_nodes_of
+
+    converted = convert_to_fp16(onnx.load(str(onnx_path)))
+    onnx.save(converted, str(out_path))
+    return fp32_nodes_of(converted)
 
 
 def parse_targets(target: str | Iterable[str]) -> tuple[str, ...]:
@@ -406,6 +430,57 @@ def attach_plugins(layers: list[EngineLayer], plugin_nodes: dict[str, str]) -> l
 
 
 # --------------------------------------------------------------------------------------------------
+# C++ plugin library
+
+#: Environment variable naming a built ``libedge_derain_plugins.so`` to use instead of the Python plugin.
+PLUGIN_LIBRARY_ENV = "EDGE_DERAIN_PLUGIN_LIB"
+PLUGIN_LIBRARY_NAME = "libedge_derain_plugins.so"
+# (TensorRT module name, library path) -> handle; a library is loaded once per process and module.
+_LOADED_LIBRARIES: dict[tuple[str, str], object] = {}
+
+
+def find_plugin_library() -> Path | None:
+    """The C++ plugin library to use: ``$EDGE_DERAIN_PLUGIN_LIB``, else the CMake build in the source
+    checkout (``build/plugins/libedge_derain_plugins.so``), else None (the Python plugin is used)."""
+    from . import kernel_lib
+
+    explicit = os.environ.get(PLUGIN_LIBRARY_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"{PLUGIN_LIBRARY_ENV}={explicit} does not exist; point it at a built "
+                                    f"{PLUGIN_LIBRARY_NAME} or unset it to use the Python plugin")
+        return path
+    try:
+        built = kernel_lib.plugin_source_dir().parent / "build" / "plugins" / PLUGIN_LIBRARY_NAME
+    except FileNotFoundError:  # installed without the plugins/ sources: no CMake build either
+        return None
+    return built if built.is_file() else None
+
+
+def load_plugin_library(trt, path: str | os.PathLike) -> Path:
+    """Load a plugin library into ``trt``'s registry (once per process) and check it provides DilationFilter."""
+    from .python_plugins import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"plugin library {path} does not exist; build it with "
+                                "cmake -S plugins -B build/plugins && cmake --build build/plugins")
+    key = (trt.__name__, str(path))
+    if key not in _LOADED_LIBRARIES:
+        registry = trt.get_plugin_registry()
+        handle = registry.load_library(str(path))
+        if handle is None:
+            raise TensorRTSetupError(f"{trt.__name__} could not load the plugin library {path} (its log says why); "
+                                     "build it against the headers of the TensorRT in use")
+        _LOADED_LIBRARIES[key] = handle
+        if registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
+            raise TensorRTSetupError(f"{path} loaded but registered no {PLUGIN_NAME} v{PLUGIN_VERSION} plugin "
+                                     "creator; is it the edge_derain plugin library?")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
 # build
 
 
@@ -428,6 +503,9 @@ class BuildResult:
     plugins: list[dict] = field(default_factory=list)  # network plugin layers: layer, plugin, version
     layer_source: str = ""  # "inspector" or "build log"
     log_path: Path | None = None
+    fp32_nodes: dict[str, str] | None = None  # nodes the FP16 conversion kept FP32; None: no conversion
+    plugin_library: Path | None = None  # the C++ plugin library used instead of the Python plugin
+    onnx_metadata: dict = field(default_factory=dict)
 
     @property
     def plugin_layers(self) -> list[EngineLayer]:
@@ -490,10 +568,28 @@ def _run_worker(request: dict, log_path: Path, timeout: float | None) -> tuple[d
         return (json.loads(result_path.read_text()) if result_path.exists() else None), returncode
 
 
+@contextlib.contextmanager
+def _graph_to_build(onnx_path: str | os.PathLike, scratch_dir: Path, convert: bool):
+    """Yield (ONNX file to build, FP32 nodes): ``onnx_path`` itself, or its FP16 conversion (deleted after)."""
+    if not convert:
+        yield Path(onnx_path), None
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{Path(onnx_path).stem}.", suffix=".fp16.onnx", dir=scratch_dir)
+    os.close(fd)
+    converted = Path(name)
+    try:
+        fp32_nodes = convert_onnx_to_fp16(onnx_path, converted)
+        log.info("building the FP16 conversion of %s; %d node(s) kept FP32", Path(onnx_path).name, len(fp32_nodes))
+        yield converted, fp32_nodes
+    finally:
+        converted.unlink(missing_ok=True)
+
+
 def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, precision: str = "fp32",
                  shapes: ShapeProfile | None = None, target: str | Iterable[str] = "auto",
                  workspace: int | None = None, verbose_log_path: str | os.PathLike | None = None,
-                 flavour: TensorRTFlavour | None = None, timeout: float | None = None) -> BuildResult:
+                 flavour: TensorRTFlavour | None = None, timeout: float | None = None,
+                 plugin_library: str | os.PathLike | None = None) -> BuildResult:
     """Build ``onnx_path`` into a serialized engine at ``out_path`` (written atomically).
 
     ``shapes`` is the optimisation profile of the input (default: the input's static shape);
@@ -502,6 +598,10 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, prec
     The full VERBOSE build log goes to ``verbose_log_path``; without one it is kept only on failure,
     as ``<out_path>.build.log``. Layer information comes from the engine inspector when the engine can
     be deserialised here (a GPU is present), otherwise from the DETAILED build log.
+
+    ``precision="fp16"`` with an FP32 ONNX on a strongly typed flavour builds the graph converted by
+    ``convert_to_fp16`` (``BuildResult.fp32_nodes`` lists what stayed FP32). ``plugin_library`` is a
+    built ``libedge_derain_plugins.so`` whose creators replace the Python plugin in the build.
     """
     started = time.perf_counter()
     flavour = flavour or detect_tensorrt()
@@ -509,33 +609,44 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, prec
         raise ValueError(f"workspace must be a positive number of bytes, got {workspace}")
     summary = inspect_onnx(onnx_path)
     shapes = resolve_shapes(summary, shapes)
-    plan = plan_precision(flavour, precision, summary)
+    convert = needs_fp16_conversion(flavour, precision, summary)
+    if not convert:
+        plan = plan_precision(flavour, precision, summary)
     build_target = resolve_build_target(flavour, target)
     if summary.custom_ops:
         ensure_plugin_node_support(flavour)
+    if plugin_library is not None:
+        plugin_library = Path(plugin_library).resolve()
+        if not plugin_library.is_file():
+            raise FileNotFoundError(f"plugin library {plugin_library} does not exist; build it with "
+                                    "cmake -S plugins -B build/plugins && cmake --build build/plugins")
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    keep_log = verbose_log_path is not None
-    if keep_log:
-        log_path = Path(verbose_log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".log", dir=out_path.parent)
-        os.close(fd)
-        log_path = Path(name)
-    request = {
-        "onnx": str(Path(onnx_path).resolve()),
-        "out": str(out_path.resolve()),
-        "flavour": flavour.name,
-        "strongly_typed": plan.strongly_typed,
-        "set_flags": list(plan.set_flags),
-        "clear_flags": list(plan.clear_flags),
-        "profile": shapes.to_dict(),
-        "compute_capabilities": list(build_target.targets) if build_target.set_compute_capabilities else [],
-        "workspace": int(workspace) if workspace is not None else None,
-    }
-    result, returncode = _run_worker(request, log_path, timeout)
+    with _graph_to_build(onnx_path, out_path.parent, convert) as (graph_path, fp32_nodes):
+        if convert:
+            plan = plan_precision(flavour, precision, inspect_onnx(graph_path))
+        keep_log = verbose_log_path is not None
+        if keep_log:
+            log_path = Path(verbose_log_path)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".log", dir=out_path.parent)
+            os.close(fd)
+            log_path = Path(name)
+        request = {
+            "onnx": str(graph_path.resolve()),
+            "out": str(out_path.resolve()),
+            "flavour": flavour.name,
+            "strongly_typed": plan.strongly_typed,
+            "set_flags": list(plan.set_flags),
+            "clear_flags": list(plan.clear_flags),
+            "profile": shapes.to_dict(),
+            "compute_capabilities": list(build_target.targets) if build_target.set_compute_capabilities else [],
+            "workspace": int(workspace) if workspace is not None else None,
+            "plugin_library": str(plugin_library) if plugin_library is not None else None,
+        }
+        result, returncode = _run_worker(request, log_path, timeout)
 
     if result is None or "error" in result:
         if not keep_log:
@@ -560,4 +671,5 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, prec
         strongly_typed=plan.strongly_typed, builder_flags=plan.set_flags, build_seconds=result["build_seconds"],
         wall_seconds=time.perf_counter() - started, engine_bytes=result["engine_bytes"],
         layers=[EngineLayer.from_dict(d) for d in result["layers"]], plugins=result["plugins"],
-        layer_source=result["layer_source"], log_path=log_path if keep_log else None)
+        layer_source=result["layer_source"], log_path=log_path if keep_log else None, fp32_nodes=fp32_nodes,
+        plugin_library=plugin_library, onnx_metadata=dict(summary.metadata))

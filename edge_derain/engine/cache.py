@@ -110,6 +110,15 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict:
     return sidecar
 
 
+def input_multiple_of(onnx_metadata: dict) -> int | None:
+    """The exporter's ``input_multiple`` metadata prop as an int, None when absent or malformed."""
+    try:
+        value = int(onnx_metadata["input_multiple"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
 def check_engine_compatible(sidecar: dict | str | os.PathLike, current: DeviceFingerprint) -> None:
     """Raise EngineMismatchError (one line, with the rebuild command) unless the engine runs on ``current``.
 
@@ -210,6 +219,9 @@ class EngineCache:
             "builder_flags": list(result.builder_flags),
             "edge_derain_version": __version__,
             "plugins": result.plugins,
+            # what a runtime needs from the export: the padding multiple (None if the ONNX lacks it)
+            "input_multiple": input_multiple_of(result.onnx_metadata),
+            "fp32_nodes": result.fp32_nodes,
             "layer_summary": result.layer_summary(),
             "layers": [layer.to_dict() for layer in result.layers],
         }
