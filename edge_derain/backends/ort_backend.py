@@ -84,7 +84,10 @@ class OnnxRuntimeBackend(Backend):
         if self.input.type not in _NUMPY_TYPES:
             raise ValueError(f"{self.path} input {self.input.name!r} is {self.input.type}; expected float or float16")
         self.input_dtype = _NUMPY_TYPES[self.input.type]
-        self.precision = "fp16" if self.input_dtype == np.float16 else "fp32"
+        # Converted graphs record their precision (FP16 graphs keep FP32 I/O by default, so the input
+        # dtype alone would call them fp32); older graphs fall back to the input dtype.
+        self.precision = metadata.get("edge_derain.precision",
+                                      "fp16" if self.input_dtype == np.float16 else "fp32")
 
     def _check_shape(self, batch: np.ndarray) -> None:
         expected = self.input.shape
