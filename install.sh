@@ -39,6 +39,13 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "$TORCH_SPEC"
 fi
 
+# OpenCV 5 keeps the HOG people detector (our offline default detector) in the contrib build, which
+# cannot sit beside the plain wheel: both own the cv2 package.
+if "$PY" -m pip show -q opencv-python-headless opencv-python >/dev/null 2>&1; then
+  log "replacing opencv-python with opencv-contrib-python-headless"
+  "$PY" -m pip uninstall -q -y opencv-python-headless opencv-python opencv-contrib-python-headless || true
+fi
+
 EXTRAS="onnx,trt"
 [ "$MODE" = "dev" ] && EXTRAS="$EXTRAS,dev"
 log "installing edge_derain[$EXTRAS]"

@@ -10,7 +10,7 @@ CORE = [
     "torch>=2.4",  # install torch==2.13.0 first on the project's CPU machines (see README)
     "numpy>=1.24",
     "pillow>=10",
-    "opencv-python-headless>=4.8",
+    "opencv-contrib-python-headless>=5.0",  # contrib: OpenCV 5 moved the HOG people detector there
     "safetensors>=0.4",
     "tqdm>=4.66",
     "rich>=13",
