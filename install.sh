@@ -41,7 +41,7 @@ fi
 
 # OpenCV 5 keeps the HOG people detector (our offline default detector) in the contrib build, which
 # cannot sit beside the plain wheel: both own the cv2 package.
-if "$PY" -m pip show -q opencv-python-headless opencv-python >/dev/null 2>&1; then
+if "$PY" -m pip show -q opencv-python-headless >/dev/null 2>&1 || "$PY" -m pip show -q opencv-python >/dev/null 2>&1; then
   log "replacing opencv-python with opencv-contrib-python-headless"
   "$PY" -m pip uninstall -q -y opencv-python-headless opencv-python opencv-contrib-python-headless || true
 fi
