@@ -23,7 +23,7 @@ class _Affine(Backend):
         self.perturb = perturb
         self.seen = []
 
-    def _infer(self, batch):
+    def infer(self, batch):
         self.seen.append(batch.copy())
         out = 0.8 * batch + 0.1
         if self.perturb is not None:
@@ -96,9 +96,9 @@ class _Sleeper(_Affine):
         super().__init__()
         self.ms_per_mpix = ms_per_mpix
 
-    def _infer(self, batch):
+    def infer(self, batch):
         time.sleep(self.ms_per_mpix * batch.shape[-1] * batch.shape[-2] / 1e9)
-        return super()._infer(batch)
+        return super().infer(batch)
 
 
 def test_benchmark_writes_json_and_png(tmp_path, capsys):

@@ -20,13 +20,14 @@ def pad_to_multiple_np(batch: np.ndarray, multiple: int) -> np.ndarray:
 
 
 class Backend:
-    """Subclasses set ``name`` and ``input_multiple`` and implement ``_infer`` on padded batches."""
+    """Subclasses set ``name`` and ``input_multiple`` and implement ``infer`` on padded batches."""
 
     name = "backend"
     input_multiple = 16
     precision = "fp32"
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the graph on a batch that already fits it (no padding, no cropping): the raw output."""
         raise NotImplementedError
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -36,7 +37,7 @@ class Backend:
                              f"convert HxWx3 images with edge_derain.data.to_tensor or np.transpose")
         h, w = batch.shape[-2:]
         padded = pad_to_multiple_np(np.ascontiguousarray(batch, dtype=np.float32), self.input_multiple)
-        return self._infer(padded)[..., :h, :w]
+        return self.infer(padded)[..., :h, :w]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(precision={self.precision})"

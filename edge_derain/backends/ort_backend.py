@@ -99,9 +99,9 @@ class OnnxRuntimeBackend(Backend):
         h, w = batch.shape[-2:]
         if h % self.input_multiple or w % self.input_multiple:
             raise ValueError(f"{self.path.name} needs H and W that are multiples of {self.input_multiple}, got "
-                             f"{h}x{w}; call run(), which pads, instead of _infer()")
+                             f"{h}x{w}; call run(), which pads, instead of infer()")
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray) -> np.ndarray:
         self._check_shape(batch)
         feed = {self.input.name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
         return self.session.run([self.output_name], feed)[0].astype(np.float32, copy=False)

@@ -16,6 +16,6 @@ class TorchBackend(Backend):
         self.input_multiple = model.input_multiple
 
     @torch.inference_mode()
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray) -> np.ndarray:
         out = self.model.core(torch.from_numpy(batch).to(self.device))[0]
         return out.float().cpu().numpy()

@@ -297,13 +297,13 @@ class TensorRTBackend(Backend):
         """The input's optimisation profile (min, opt, max) as the engine reports it."""
         return self._executor.profile
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray) -> np.ndarray:
         if self._executor is None:
             raise RuntimeError(f"{self!r} is closed; create a new TensorRTBackend")
         h, w = batch.shape[-2:]
         if h % self.input_multiple or w % self.input_multiple:
             raise ValueError(f"{self.engine_path.name} needs H and W that are multiples of {self.input_multiple}, got "
-                             f"{h}x{w}; call run(), which pads, instead of _infer()")
+                             f"{h}x{w}; call run(), which pads, instead of infer()")
         return self._executor(batch)
 
     def close(self) -> None:

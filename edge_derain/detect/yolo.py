@@ -223,7 +223,7 @@ class TrtRunner:
     """A TensorRT engine (built by ``edge-derain build``, with its sidecar) through ``TensorRTBackend``.
 
     The backend's ``run`` pads and crops image outputs, so the letterboxed batch (already a stride
-    multiple) goes to its unpadded ``_infer``; the first float output is returned.
+    multiple) goes to its unpadded ``infer``; the first float output is returned.
     """
 
     def __init__(self, path: Path, device: str = "auto"):
@@ -237,7 +237,7 @@ class TrtRunner:
         self.metadata: dict[str, str] = {}
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.backend._infer(batch)
+        return self.backend.infer(batch)
 
     def close(self) -> None:
         self.backend.close()
