@@ -1,6 +1,6 @@
 """Shared pytest options and fixtures.
 
-The development data lives outside the repository (CI passes ``--data ../shared/data``); tests that
+The development data lives outside the repository (CI passes ``--data=../shared/data``; the ``=`` keeps pytest from taking the folder for a test path); tests that
 need it take the ``data_dir`` fixture and skip with a stated reason when it is absent.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ def pytest_addoption(parser):
 def data_dir(request) -> Path:
     value = request.config.getoption("--data")
     if not value:
-        pytest.skip("no --data directory given (CI passes --data ../shared/data)")
+        pytest.skip("no --data directory given (CI passes --data=../shared/data)")
     path = Path(value)
     if not path.is_dir():
         pytest.skip(f"--data {value} is not a directory")
