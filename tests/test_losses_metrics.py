@@ -197,9 +197,10 @@ def test_ssim_torch_identical_and_scale():
 
 
 def test_ssim_torch_gradcheck():
-    pred, target = noisy_batch((1, 3, 9, 10), seed=2)
+    pred, target = noisy_batch((1, 2, 7, 8), seed=2)
     pred.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda p: ssim_torch(p, target), (pred,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda p: ssim_torch(p, target), (pred,), eps=1e-6, atol=1e-6,
+                                    fast_mode=True)
 
 
 def test_l1_and_charbonnier():
