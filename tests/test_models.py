@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from edge_derain.checkpoint import load_model, read_sidecar, save_checkpoint
-from edge_derain.models import create_model, list_models, pad_to_multiple
+from edge_derain.models import conv_macs, create_model, list_models, pad_to_multiple, parameter_count
 from edge_derain.ops import dilation_filter_reference
 
 
-def test_efderain_width1_matches_paper_parameter_count():
+def test_efderain_width1_matches_paper_parameter_count_and_macs():
     model = create_model("efderain", width=1.0)
-    assert sum(p.numel() for p in model.parameters()) == 27_395_406  # MODELS_SPEC §7.2 [VERIFIED]
+    assert parameter_count(model) == 27_395_406  # MODELS_SPEC §7.2 [VERIFIED]
+    assert conv_macs(model, 512, 512) / 1e9 == pytest.approx(193.73, abs=0.005)  # conv-only GMACs at 512²
 
 
 def test_registry_lists_and_rejects_unknown():

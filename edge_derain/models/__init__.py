@@ -1,7 +1,8 @@
 """Deraining architectures, one file each, all reachable through ``create_model(name, **config)``."""
 from . import efderain  # noqa: F401  (registers the architecture)
 from .base import DerainNet, pad_to_multiple
+from .complexity import conv_macs, parameter_count
 from .registry import ModelEntry, create_model, get_entry, list_models, register_model
 
-__all__ = ["DerainNet", "ModelEntry", "create_model", "get_entry", "list_models", "pad_to_multiple",
-           "register_model"]
+__all__ = ["DerainNet", "ModelEntry", "conv_macs", "create_model", "get_entry", "list_models", "pad_to_multiple",
+           "parameter_count", "register_model"]
