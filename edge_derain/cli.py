@@ -94,8 +94,9 @@ def cmd_calibrate(args) -> int:
     if not args.onnx:
         raise ValueError("pass --onnx <FP32 plugin graph> (edge-derain export), or use 'calibrate collect' to make "
                          "a calibration set")
-    result = calibrate(args.onnx, args.out or default_int8_path(args.onnx), calib_dir=args.calib, method=args.method, percentile=args.percentile,
-                       engine=args.engine, cache=args.cache, max_drop_db=args.max_drop_db, groups=args.groups)
+    result = calibrate(args.onnx, args.out or default_int8_path(args.onnx), calib_dir=args.calib, method=args.method,
+                       percentile=args.percentile, engine=args.engine, cache=args.cache,
+                       max_drop_db=args.max_drop_db, groups=args.groups)
     print(result.summary())
     return 0
 
@@ -123,12 +124,60 @@ def cmd_derain(args) -> int:
     return 0
 
 
+def _derain_request(args):
+    """``--backend`` auto|trt|ort|torch (+ --engine/--model/--weights/--precision) as a BackendRequest."""
+    from .gst.select import BackendRequest
+
+    return BackendRequest(kind=args.backend, engine=getattr(args, "engine", None), model=getattr(args, "model", None),
+                          weights=args.weights, precision=getattr(args, "precision", "fp32"), device=args.device)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .gst.select import BACKEND_KINDS
 
-    result = run_demo(_backend(args), args.out, source=args.input, clip=args.clip,
-                      intensity=args.intensity, seed=args.seed, max_frames=args.max_frames)
+    # a kind is resolved by the derain element (it knows the frame size); a file is opened here
+    backend = _derain_request(args) if args.backend in BACKEND_KINDS else _backend(args)
+    result = run_demo(backend, args.out, source=args.input, clip=args.clip, intensity=args.intensity,
+                      seed=args.seed, max_frames=args.max_frames, detector=args.detector)
     print(result.summary())
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .gst.pipeline import PipelineOptions, compose, run_pipeline
+    from .gst.stats import format_summary
+
+    request = _derain_request(args)
+    request.validate()
+    derain = None if args.no_derain else {
+        "backend": request.kind, "engine": request.engine, "model": request.model, "weights": request.weights,
+        "precision": request.precision, "device": request.device, **({
+            "gate": True, "gate_on": args.gate_on, "gate_off": args.gate_off, "gate_min_frames": args.gate_min_frames,
+            "gate_interval": args.gate_interval} if args.gate else {})}
+    options = PipelineOptions(source=args.source, pipeline=args.pipeline, platform=args.platform, width=args.width,
+                              height=args.height, derain=derain, detector=args.detector, overlay=not args.no_overlay,
+                              sink=args.sink, queue_size=args.queue_size, leaky=args.leaky,
+                              bitrate_kbps=args.bitrate, params=_parse_kv(args.param))
+    if args.print_pipeline:
+        print(compose(options).gst_launch_command())
+        return 0
+
+    def progress(numbers: dict) -> None:
+        stages = "  ".join(f"{key[:-7]} p50 {value:.0f} ms" for key, value in numbers.items() if key.endswith("-p50-ms"))
+        print(f"\r{numbers['frames']} frames  {numbers['fps']:.1f} fps  {numbers['dropped']} dropped  {stages}   ",
+              end="", file=sys.stderr, flush=True)
+
+    result = run_pipeline(options, max_frames=args.frames, duration=args.duration, stats_path=args.stats,
+                          reconnect=args.reconnect, max_retries=args.max_retries, eos_timeout=args.eos_timeout,
+                          stall_timeout=args.stall_timeout or None, on_stats=None if args.quiet else progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(format_summary(result.stats))
+    if args.stats:
+        print(f"stats: {args.stats}")
+    if result.error:
+        raise RuntimeError(result.error)
     return 0
 
 
@@ -309,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "as a table, precision_report.json and a drop-vs-latency PNG in --out")
     p.add_argument("--onnx", default=None, help="with --precisions: the FP32 plugin graph (its .portable.onnx beside)")
     p.add_argument("--int8", default=None,
-                   help="with --precisions: the INT8 graph from 'edge-derain calibrate' (default <onnx stem>.int8.onnx)")
+                   help="with --precisions: the INT8 graph of 'edge-derain calibrate' (default <onnx stem>.int8.onnx)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("calibrate", help="explicit INT8 (Q/DQ) plugin + portable graphs from a calibration set or a "
@@ -338,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("collect", help="make a calibration set: the default recipe over a data dir, or frames "
                                         "sampled from images/videos/a V4L2 camera, stratified by rain intensity")
     c.add_argument("--out", required=True, help="new folder for the set (frames/, targets/, manifest.json)")
-    c.add_argument("--data", default=None, help="data dir for the recipe (clean_bsd/, streaks_garg06/; never val/, real/)")
+    c.add_argument("--data", default=None,
+                   help="data dir for the recipe (clean_bsd/, streaks_garg06/; never val/, real/)")
     c.add_argument("--recipe", default=None, help="recipe JSON (default: calibration/default_recipe.json)")
     c.add_argument("--from", dest="sources", nargs="+", default=None,
                    help="image/video files or folders, or a camera as /dev/videoN or camera:N")
@@ -354,15 +404,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_derain)
 
-    p = sub.add_parser("demo", help="render rain on a clean image/video, derain it, report PSNR and FPS")
-    add_weights(p)
-    p.add_argument("--input", default=None, help="clean image or video (default: shipped sample image)")
+    p = sub.add_parser("demo", help="GStreamer pipeline: rain rendered on a clip -> derain -> detect -> mp4, "
+                                     "PSNR, FPS and per-stage latency")
+    p.add_argument("--weights", default=None,
+                   help="a .safetensors checkpoint (with its .json sidecar) or a shipped name; default: shipped")
+    p.add_argument("--device", default="auto", help="PyTorch device: auto, cpu or cuda")
+    p.add_argument("--backend", default="auto",
+                   help="auto (TensorRT, else ONNX Runtime on the exported portable graph, else PyTorch), trt, ort, "
+                        "torch, or a .onnx/.engine file")
+    p.add_argument("--input", default=None,
+                   help="clean image or video, or 'test' (videotestsrc); default: the shipped sample image")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--clip", type=int, default=0, help="also make an N-frame panning clip from an image")
+    p.add_argument("--clip", type=int, default=48, help="frames panned across an image (0: the image alone)")
     p.add_argument("--intensity", default="heavy", choices=["light", "medium", "heavy"])
+    p.add_argument("--detector", default="hog", help="hog, yolo:MODEL.onnx or none")
     p.add_argument("--max-frames", type=int, default=None, help="stop a video after N frames")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run a camera pipeline: source -> derain -> detect -> sink (GStreamer)")
+    p.add_argument("--source", default=None,
+                   help="test, test:PATTERN, /dev/videoN, csi:N, rtsp://..., a video file or URI (default: the "
+                        "pipeline's default)")
+    p.add_argument("--pipeline", default=None,
+                   help="a named definition in pipelines/ (webcam, jetson-csi, file, rtsp, test) or a .toml file; "
+                        "default: chosen from --source")
+    p.add_argument("--platform", default=None, choices=["auto", "desktop", "jetson"],
+                   help="conversion/encoder fragments (default: the pipeline's)")
+    p.add_argument("--width", type=int, default=None, help="scale frames to this width before deraining")
+    p.add_argument("--height", type=int, default=None, help="scale frames to this height before deraining")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a pipeline parameter, e.g. rain=light or latency_ms=500")
+    p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"],
+                   help="auto: TensorRT if present, else ONNX Runtime, else PyTorch")
+    p.add_argument("--engine", default=None, help="TensorRT engine (edge-derain build)")
+    p.add_argument("--model", default=None, help="ONNX graph (portable for ort; built into an engine for trt)")
+    p.add_argument("--weights", default=None, help="checkpoint or shipped name (default: shipped)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="precision of an engine built on the fly")
+    p.add_argument("--device", default="auto", help="PyTorch device: auto, cpu or cuda")
+    p.add_argument("--no-derain", action="store_true", help="no derain stage (baseline)")
+    p.add_argument("--gate", action="store_true", help="skip deraining while it is not raining")
+    p.add_argument("--gate-on", type=float, default=None, help="rain score that turns deraining on (2.5)")
+    p.add_argument("--gate-off", type=float, default=None, help="rain score that turns deraining off (1.5)")
+    p.add_argument("--gate-min-frames", type=int, default=None, help="consecutive scores needed to switch (3)")
+    p.add_argument("--gate-interval", type=int, default=None, help="while off, measure rain every N frames (15)")
+    p.add_argument("--detector", default="none", help="hog, yolo:MODEL.onnx or none")
+    p.add_argument("--no-overlay", action="store_true", help="do not draw the detections")
+    p.add_argument("--sink", default="display", help="file:OUT.mp4, display, rtsp:8554/derain or fake")
+    p.add_argument("--bitrate", type=int, default=4000, help="H.264 bitrate in kbit/s (file and rtsp sinks)")
+    p.add_argument("--queue-size", type=int, default=2, help="buffers per stage queue")
+    leaky = p.add_mutually_exclusive_group()
+    leaky.add_argument("--leaky", dest="leaky", action="store_true", default=None,
+                       help="drop the oldest queued frame when a stage is busy (default for live sources)")
+    leaky.add_argument("--no-leaky", dest="leaky", action="store_false", help="process every frame")
+    p.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    p.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    p.add_argument("--stats", default=None, help="write the stats (FPS, latency p50/p99, drops) to this JSON file")
+    p.add_argument("--reconnect", action="store_true", help="reconnect a failed live source with back-off")
+    p.add_argument("--max-retries", type=int, default=5, help="consecutive reconnection attempts")
+    p.add_argument("--eos-timeout", type=float, default=10.0, help="seconds to wait for EOS before stopping hard")
+    p.add_argument("--stall-timeout", type=float, default=10.0,
+                   help="seconds without a frame before the source counts as failed (0: never)")
+    p.add_argument("--print-pipeline", action="store_true", help="print the gst-launch-1.0 command and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("export", help="export to ONNX: plugin graph (custom nodes) + portable graph (standard ops)")
     add_weights(p, backend=False)

@@ -1,0 +1,22 @@
+"""Precision stage: calibration sets, explicit INT8 (Q/DQ) graphs for TensorRT, legacy calibration caches,
+accuracy-budgeted mixed precision and the per-precision accuracy-drop report.
+
+Nothing here imports ONNX Runtime or TensorRT at import time. The workflow is documented in
+``calibration/README.md``.
+"""
+from .calibration_set import (CalibrationSet, Frame, HoldoutPair, collect_from_media, collect_from_recipe,
+                              load_recipe, rain_score)
+from .legacy_cache import CalibrationCache, read_calibration_cache, table_from_cache, write_calibration_cache
+from .qdq import (METHODS, BudgetUnreachable, CalibrationResult, QuantTable, calibrate, check_trt_qdq, insert_qdq,
+                  ort_quantize, qdq_problems, quantizable_convs, quantized_convs_of, read_quant_table)
+from .report import precision_report, print_precision_report, write_precision_report
+from .sensitivity import SensitivityPlan, conv_macs, greedy_plan, int8_coverage, plan_mixed_precision
+
+__all__ = [
+    "METHODS", "BudgetUnreachable", "CalibrationCache", "CalibrationResult", "CalibrationSet", "Frame",
+    "HoldoutPair", "QuantTable", "SensitivityPlan", "calibrate", "check_trt_qdq", "collect_from_media",
+    "collect_from_recipe", "conv_macs", "greedy_plan", "insert_qdq", "int8_coverage", "load_recipe", "ort_quantize",
+    "plan_mixed_precision", "precision_report", "print_precision_report", "qdq_problems", "quantizable_convs",
+    "quantized_convs_of", "rain_score", "read_calibration_cache", "read_quant_table", "table_from_cache",
+    "write_calibration_cache", "write_precision_report",
+]
