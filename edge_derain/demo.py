@@ -74,11 +74,13 @@ class _FrameFeeder:
     def need_data(self, appsrc, length):
         from gi.repository import Gst
 
+        from .gst.elements import frame_to_buffer
+
         frame = next(self.frames, None)
         if frame is None:
             appsrc.emit("end-of-stream")
             return
-        buf = Gst.Buffer.new_wrapped(np.ascontiguousarray(frame).tobytes())
+        buf = frame_to_buffer(frame)
         buf.pts = self.index * Gst.SECOND // self.fps
         buf.duration = Gst.SECOND // self.fps
         self.index += 1
@@ -131,7 +133,9 @@ def _demo_description(source: str, size: tuple[int, int], out: str, derain: dict
     from .gst.pipeline import element, queue
 
     height, width = size
-    unbounded = "max-size-buffers=0 max-size-bytes=0 max-size-time=0"  # side branches wait for the slow one
+    # The clean and rainy panels wait (unbounded) for the derained one at the compositor; the bounded queue
+    # in front of rainrender throttles the source to the derain branch, which bounds them in turn.
+    unbounded = "max-size-buffers=0 max-size-bytes=0 max-size-time=0"
     detect = detector and detector != "none"
 
     def detected(name: str) -> str:
@@ -144,11 +148,11 @@ def _demo_description(source: str, size: tuple[int, int], out: str, derain: dict
             + element("capsfilter", "ingress", caps=f"video/x-raw,format=RGB,width={width},height={height}")
             + f" ! tee name=clean  "
             f"clean. ! queue name=q_clean {unbounded} ! comp.sink_2  "
-            f"clean. ! queue name=q_rain {unbounded} ! "
+            "clean. ! " + queue("q_rain", 4, False) + " ! "
             + element("rainrender", "rain", intensity=intensity, seed=seed) + " ! tee name=rainy  "
-            f"rainy. ! queue name=q_rainy {unbounded}" + (detected("detect_rainy") or "") + " ! comp.sink_0  "
+            f"rainy. ! queue name=q_rainy {unbounded}" + detected("detect_rainy") + " ! comp.sink_0  "
             "rainy. ! " + queue("q_derain", 4, False) + " ! " + element("derain", "derain", **derain)
-            + (detected("detect") or "") + " ! comp.sink_1",
+            + detected("detect") + " ! comp.sink_1",
             "detect" if detect else "derain")
 
 

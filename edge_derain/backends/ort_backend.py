@@ -48,6 +48,7 @@ class OnnxRuntimeBackend(Backend):
         import onnx
         import onnxruntime as ort
 
+        from ..export.graph import read_metadata
         from ..export.onnx_export import portable_path_for
         from ..export.passes import describe_custom_nodes
 
@@ -59,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
         if custom:
             raise ValueError(f"{self.path} contains {custom} custom nodes that ONNX Runtime cannot run; "
                              f"use the portable graph {portable_path_for(self.path)}")
-        metadata = {prop.key: prop.value for prop in graph.metadata_props}
+        metadata = read_metadata(graph)
         if "input_multiple" in metadata:
             self.input_multiple = int(metadata["input_multiple"])
         else:

@@ -127,6 +127,8 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxSummary:
     """Read an ONNX file's inputs and the precision it carries; one-line OnnxParseError when unreadable."""
     import onnx
 
+    from ..export.graph import read_metadata
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {path} does not exist; export the model first")
@@ -154,7 +156,7 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxSummary:
                        for n in graph.node))
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node)
     custom = sorted({f"{n.domain}::{n.op_type}" for n in graph.node if n.domain not in ("", "ai.onnx")})
-    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    metadata = read_metadata(model)
     return OnnxSummary(path, inputs, has_fp16, has_qdq, tuple(custom), metadata)
 
 

@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .graph import UniqueNamer, read_metadata, set_metadata
+
 log = logging.getLogger(__name__)
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -332,21 +334,6 @@ def _fp16_tensor(values: np.ndarray, name: str) -> onnx.TensorProto:
     return numpy_helper.from_array(_to_fp16_array(values, name), name)
 
 
-class _Namer:
-    def __init__(self, model: onnx.ModelProto):
-        graph = model.graph
-        self.used = {n.name for n in graph.node}
-        self.used.update(name for n in graph.node for name in [*n.input, *n.output])
-        self.used.update(v.name for v in [*graph.input, *graph.output, *graph.initializer])
-
-    def __call__(self, base: str) -> str:
-        name, suffix = base, 1
-        while name in self.used:
-            name, suffix = f"{base}_{suffix}", suffix + 1
-        self.used.add(name)
-        return name
-
-
 def _retype_fp16_node(node: onnx.NodeProto) -> None:
     """Attributes that fix a float32 output dtype: Cast(to), ConstantOfShape(value), dtype attributes."""
     for attr in node.attribute:
@@ -383,7 +370,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True,
         fp32_reasons = {name: "requested" for name in requested}
 
     g = _Graph(out)
-    namer = _Namer(out)
+    namer = UniqueNamer(out)
     io_type = FLOAT if keep_io_fp32 else FLOAT16
     initializer_names = set(g.initializers)
     constant_nodes = {n.output[0]: n for n in graph.node
@@ -489,12 +476,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True,
     del graph.value_info[:]
     graph.value_info.extend(kept)
 
-    props = {p.key: p for p in out.metadata_props}
-    for key, value in ((FP32_NODES_KEY, json.dumps(fp32_reasons, sort_keys=True)), (PRECISION_KEY, "fp16")):
-        if key in props:
-            props[key].value = value
-        else:
-            out.metadata_props.add(key=key, value=value)
+    set_metadata(out, {FP32_NODES_KEY: json.dumps(fp32_reasons, sort_keys=True), PRECISION_KEY: "fp16"})
     out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True, data_prop=True)
     onnx.checker.check_model(out)
     return out
@@ -502,7 +484,5 @@ def convert_to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True,
 
 def fp32_nodes_of(model: onnx.ModelProto) -> dict[str, str]:
     """The FP32 nodes (name -> reason) that :func:`convert_to_fp16` recorded; {} for other graphs."""
-    for prop in model.metadata_props:
-        if prop.key == FP32_NODES_KEY:
-            return json.loads(prop.value)
-    return {}
+    value = read_metadata(model).get(FP32_NODES_KEY)
+    return json.loads(value) if value else {}

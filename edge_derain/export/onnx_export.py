@@ -28,6 +28,7 @@ from torch import nn
 
 from .. import __version__
 from ..utils import atomic_write_bytes
+from .graph import set_metadata
 from .passes import describe_custom_nodes, make_portable
 
 INPUT_NAME = "image"
@@ -77,20 +78,11 @@ def portable_path_for(plugin_path: str | Path) -> Path:
     return plugin_and_portable_paths(plugin_path)[1]
 
 
-def _set_metadata(model, props: dict[str, str]) -> None:
-    existing = {prop.key: prop for prop in model.metadata_props}
-    for key, value in props.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            model.metadata_props.add(key=key, value=value)
-
-
 def _finish(model, props: dict[str, str]):
     """Set metadata, infer shapes and run the ONNX checker; return the model with inferred shapes."""
     import onnx
 
-    _set_metadata(model, props)
+    set_metadata(model, props)
     model = onnx.shape_inference.infer_shapes(model, check_type=True)
     onnx.checker.check_model(model)
     return model

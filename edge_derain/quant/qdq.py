@@ -42,6 +42,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..export.graph import UniqueNamer, read_metadata, set_metadata
+
 log = logging.getLogger(__name__)
 
 #: ``--method`` -> ONNX Runtime CalibrationMethod member.
@@ -93,19 +95,6 @@ class QuantTable:
 # graph queries
 
 
-def _metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {prop.key: prop.value for prop in model.metadata_props}
-
-
-def _set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
-    existing = {prop.key: prop for prop in model.metadata_props}
-    for key, value in props.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            model.metadata_props.add(key=key, value=value)
-
-
 def graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [value for value in model.graph.input if value.name not in initializers]
@@ -143,7 +132,7 @@ def quantizable_convs(model: onnx.ModelProto) -> list[str]:
 
 def quantized_convs_of(model: onnx.ModelProto) -> list[str]:
     """The INT8 convs :func:`insert_qdq` recorded in the metadata; [] for other graphs."""
-    value = _metadata(model).get(INT8_CONVS_KEY)
+    value = read_metadata(model).get(INT8_CONVS_KEY)
     return json.loads(value) if value else []
 
 
@@ -277,23 +266,6 @@ def quantize_weight(weight: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.clip(values, -QMAX, QMAX).astype(np.int8)
 
 
-class UniqueNames:
-    """Names not yet used by a model's tensors or nodes: ``base``, else ``base_1``, ``base_2``, ..."""
-
-    def __init__(self, model: onnx.ModelProto):
-        graph = model.graph
-        self.used = {t.name for t in graph.initializer} | {v.name for v in [*graph.input, *graph.output]}
-        for node in graph.node:
-            self.used.update([node.name, *node.input, *node.output])
-
-    def __call__(self, base: str) -> str:
-        name, suffix = base, 1
-        while name in self.used:
-            name, suffix = f"{base}_{suffix}", suffix + 1
-        self.used.add(name)
-        return name
-
-
 def insert_qdq(model: onnx.ModelProto, table: QuantTable, convs: Iterable[str]) -> onnx.ModelProto:
     """A copy of FP32 ``model`` with INT8 Q/DQ on the inputs and weights of ``convs`` (other convs stay FP32).
 
@@ -313,7 +285,7 @@ def insert_qdq(model: onnx.ModelProto, table: QuantTable, convs: Iterable[str]) 
         raise ValueError(f"conv {missing[0]!r} is not in the graph: the scales are from another export; calibrate "
                          "this export again")
     initializers = {t.name: t for t in graph.initializer}
-    names = UniqueNames(out)
+    names = UniqueNamer(out)
     zero = np.zeros((), dtype=np.int8)
     new_initializers: list[onnx.TensorProto] = []
     activation_dq: dict[str, str] = {}
@@ -367,7 +339,7 @@ def insert_qdq(model: onnx.ModelProto, table: QuantTable, convs: Iterable[str]) 
     kept = [t for t in graph.initializer if t.name not in weight_dq or t.name in still_used]
     del graph.initializer[:]
     graph.initializer.extend(kept + new_initializers)
-    _set_metadata(out, {PRECISION_KEY: "int8", INT8_CONVS_KEY: json.dumps(convs)})
+    set_metadata(out, {PRECISION_KEY: "int8", INT8_CONVS_KEY: json.dumps(convs)})
     onnx.checker.check_model(out)
     return out
 
@@ -542,7 +514,7 @@ def calibrate(onnx_path: str | os.PathLike, out: str | os.PathLike, calib_dir: s
     if not set(convs) <= portable_convs:
         raise ValueError(f"{portable_path.name} does not match {plugin_path.name} (conv "
                          f"{sorted(set(convs) - portable_convs)[0]!r} is missing); export both again")
-    metadata = _metadata(plugin)
+    metadata = read_metadata(plugin)
     multiple = int(metadata.get("input_multiple", 1))
     dims = graph_input(plugin).type.tensor_type.shape.dim
     channels = dims[1].dim_value if len(dims) == 4 and dims[1].dim_value else 3

@@ -32,7 +32,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..utils import atomic_path, atomic_write_json
-from .qdq import UniqueNames, quantized_convs_of, resolve_graphs
+from ..export.graph import UniqueNamer, read_metadata
+from .qdq import quantized_convs_of, resolve_graphs
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("ort", "trt")
@@ -87,7 +88,7 @@ def fp32_compute_fp16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
     types = _elem_types(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    names = UniqueNames(out)
+    names = UniqueNamer(out)
     nodes = []
     for node in out.graph.node:
         fp16_in = [i for i, name in enumerate(node.input) if name and types.get(name) == TensorProto.FLOAT16]
@@ -191,7 +192,7 @@ def _trt_backends(precisions: list[str], plugin: Path, int8_plugin: Path | None,
     from ..utils import cache_dir as default_cache_dir
 
     cache = EngineCache(cache_dir or default_cache_dir("engines"))
-    multiple = int({p.key: p.value for p in onnx.load(str(plugin), load_external_data=False).metadata_props}
+    multiple = int(read_metadata(onnx.load(str(plugin), load_external_data=False))
                    .get("input_multiple", 16))
     shapes = _profile_for(data_dir, multiple)
     for precision in precisions:

@@ -1,0 +1,136 @@
+"""Which derain backend a pipeline runs: TensorRT where present, ONNX Runtime otherwise, PyTorch last.
+
+``auto`` resolves in that order: an ``engine`` file means TensorRT; without one, TensorRT is used when a
+TensorRT flavour imports and a CUDA device is visible (the engine is built once per frame size from the
+weights' plugin graph and cached in ``~/.cache/edge_derain/engines``); otherwise ONNX Runtime runs the
+weights' portable graph, exported once into ``~/.cache/edge_derain/onnx`` (named by the weights' stem and
+content hash, so retrained weights get a fresh export); PyTorch is the fallback when onnxruntime is not
+installed. ``model`` names an ONNX graph to use instead of exporting the weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backends import Backend
+
+log = logging.getLogger(__name__)
+
+BACKEND_KINDS = ("auto", "trt", "ort", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """What the ``derain`` element's properties (or ``edge-derain run`` options) ask for."""
+
+    kind: str = "auto"
+    engine: str | None = None    # serialized TensorRT engine (``edge-derain build``)
+    model: str | None = None     # ONNX graph: portable for ONNX Runtime, plugin or portable for a TensorRT build
+    weights: str | None = None   # .safetensors or shipped name; None: the shipped default
+    precision: str = "fp32"      # engines built on the fly; ONNX Runtime and PyTorch run FP32
+    device: str = "auto"         # PyTorch: auto (CUDA when available), cpu or cuda
+
+    def validate(self) -> None:
+        """One-line errors for settings that cannot work, before any model is loaded."""
+        if self.kind not in BACKEND_KINDS:
+            raise ValueError(f"backend {self.kind!r} is not one of {', '.join(BACKEND_KINDS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.engine and self.kind not in ("auto", "trt"):
+            raise ValueError(f"an engine ({self.engine}) runs on TensorRT only; use backend=trt or auto, "
+                             f"or drop the engine to run backend={self.kind}")
+        if self.precision != "fp32" and self.kind in ("ort", "torch"):
+            raise ValueError(f"precision {self.precision} needs TensorRT; the {self.kind} backend runs fp32 "
+                             f"(use backend=trt or precision=fp32)")
+        for label, path in (("engine", self.engine), ("model", self.model)):
+            if path and not Path(path).is_file():
+                raise FileNotFoundError(f"{label} file {path} not found; "
+                                        + ("build one with 'edge-derain build'" if label == "engine"
+                                           else "export one with 'edge-derain export'"))
+        if self.weights:
+            from ..checkpoint import resolve_weights
+
+            resolve_weights(self.weights)
+
+
+def tensorrt_usable() -> bool:
+    """A TensorRT flavour imports and a CUDA device is visible."""
+    from ..engine import TensorRTUnavailable, detect_tensorrt, list_devices
+
+    try:
+        detect_tensorrt()
+    except (TensorRTUnavailable, RuntimeError):
+        return False
+    return bool(list_devices())
+
+
+def resolve_kind(request: BackendRequest) -> str:
+    """``auto`` -> ``trt``, ``ort`` or ``torch`` (see the module docstring); other kinds unchanged."""
+    if request.kind != "auto":
+        return request.kind
+    if request.engine or tensorrt_usable():
+        return "trt"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "ort"
+
+
+def exported_onnx(weights: str | None = None) -> tuple[Path, Path]:
+    """(plugin graph, portable graph) of ``weights``, exported once into the per-user cache."""
+    from ..checkpoint import load_model, resolve_weights
+    from ..export import export_model, plugin_and_portable_paths
+    from ..utils import cache_dir
+
+    path = resolve_weights(weights)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    plugin, portable = plugin_and_portable_paths(cache_dir("onnx") / f"{path.stem}-{digest}.onnx")
+    if not (plugin.is_file() and portable.is_file()):
+        log.info("exporting %s to %s", path.name, plugin.parent)
+        export_model(load_model(path), plugin)
+    return plugin, portable
+
+
+def _engine_for(request: BackendRequest, frame_size: tuple[int, int]) -> Path:
+    """A cached engine for one frame size: a static profile at the padded size, since the pipeline's caps
+    fix the frame size (a caps change re-opens the backend)."""
+    from ..engine import EngineCache, ShapeProfile
+    from ..engine.builder import inspect_onnx
+    from ..engine.cache import input_multiple_of
+    from ..utils import cache_dir
+
+    onnx_path = Path(request.model) if request.model else exported_onnx(request.weights)[0]
+    multiple = input_multiple_of(inspect_onnx(onnx_path).metadata) or Backend.input_multiple
+    shape = (1, 3, *(-(-side // multiple) * multiple for side in frame_size))
+    engine = EngineCache(cache_dir("engines")).get_or_build(onnx_path, precision=request.precision,
+                                                           shapes=ShapeProfile(shape, shape, shape))
+    return engine.engine_path
+
+
+def open_backend_for(request: BackendRequest, frame_size: tuple[int, int]) -> Backend:
+    """Open the backend ``request`` asks for; ``frame_size`` (H, W) sizes engines built on the fly."""
+    request.validate()
+    kind = resolve_kind(request)
+    if kind == "trt":
+        from ..backends.trt_backend import TensorRTBackend
+
+        return TensorRTBackend(request.engine or _engine_for(request, frame_size))
+    if request.precision != "fp32":
+        log.warning("precision %s needs TensorRT, which is not usable here; running %s in fp32",
+                    request.precision, kind)
+    if kind == "ort":
+        from ..backends.ort_backend import OnnxRuntimeBackend
+
+        model = Path(request.model) if request.model else exported_onnx(request.weights)[1]
+        return OnnxRuntimeBackend(model, providers="auto")
+    import torch
+
+    from ..backends import TorchBackend
+    from ..checkpoint import load_model
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if request.device == "auto" else request.device
+    return TorchBackend(load_model(request.weights, device=device), device=device)
