@@ -138,9 +138,12 @@ def _demo_description(source: str, size: tuple[int, int], out: str, derain: dict
     unbounded = "max-size-buffers=0 max-size-bytes=0 max-size-time=0"
     detect = detector and detector != "none"
 
-    def detected(name: str) -> str:
-        return f" ! queue name=q_{name} max-size-buffers=4 ! " + element("detect", name, detector=detector, overlay=True) \
-            if detect else ""
+    def detected(name: str, queued: bool) -> str:
+        """`` ! [queue !] detect`` drawing its boxes, or nothing without a detector."""
+        if not detect:
+            return ""
+        return (f" ! {queue(f'q_{name}', 2, False)}" if queued else "") + " ! " + element(
+            "detect", name, detector=detector, overlay=True)
 
     return (f"compositor name=comp background=black sink_0::xpos=0 sink_1::xpos={width + _GAP} "
             f"sink_2::xpos={2 * (width + _GAP)} ! {out}  "
@@ -148,11 +151,11 @@ def _demo_description(source: str, size: tuple[int, int], out: str, derain: dict
             + element("capsfilter", "ingress", caps=f"video/x-raw,format=RGB,width={width},height={height}")
             + f" ! tee name=clean  "
             f"clean. ! queue name=q_clean {unbounded} ! comp.sink_2  "
-            "clean. ! " + queue("q_rain", 4, False) + " ! "
+            "clean. ! " + queue("q_rain", 2, False) + " ! "
             + element("rainrender", "rain", intensity=intensity, seed=seed) + " ! tee name=rainy  "
-            f"rainy. ! queue name=q_rainy {unbounded}" + detected("detect_rainy") + " ! comp.sink_0  "
-            "rainy. ! " + queue("q_derain", 4, False) + " ! " + element("derain", "derain", **derain)
-            + detected("detect") + " ! comp.sink_1",
+            f"rainy. ! queue name=q_rainy {unbounded}" + detected("detect_rainy", queued=False) + " ! comp.sink_0  "
+            "rainy. ! " + queue("q_derain", 2, False) + " ! " + element("derain", "derain", **derain)
+            + detected("detect", queued=True) + " ! comp.sink_1",
             "detect" if detect else "derain")
 
 
@@ -222,7 +225,8 @@ def run_demo(backend: Backend | "BackendRequest" | None = None, out_dir: str | P
         "precision": request.precision, "device": request.device}
     description, egress = _demo_description(source_part, size, out_part, derain_props, detector, intensity, seed)
     composed = ComposedPipeline(description, live=False, sink=SinkSpec("file", str(output)), ingress="ingress",
-                                egress=egress, queues=("q_derain",), stages=("derain", "detect"))
+                                egress=egress, queues=("q_rain", "q_derain") + (("q_detect",) if egress == "detect" else ()),
+                                stages=("derain", egress) if egress == "detect" else ("derain",))
     quality = _QualityProbe()
 
     def setup(pipeline):

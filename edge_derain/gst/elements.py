@@ -149,9 +149,10 @@ class _VideoStage(GstBase.BaseTransform):
         self.post_message(Gst.Message.new_element(self, Gst.Structure.new_from_string(text + fields)))
 
     @contextlib.contextmanager
-    def loading(self, what: str) -> Iterator[None]:
+    def loading(self, what: str) -> Iterator[list[str]]:
         """Time a model load; post :data:`LOAD_MESSAGE` before (``done=false``: the runner's stall
-        watchdog waits while a stage loads, e.g. builds an engine) and after it."""
+        watchdog waits while a stage loads, e.g. builds an engine) and after it. The block may replace
+        the yielded ``[what]``'s item with a better description of what it loaded."""
         name = self.get_name()
         self.post_message(Gst.Message.new_element(self, Gst.Structure.new_from_string(
             f"{LOAD_MESSAGE}, stage=(string){name}, done=(boolean)false")))
@@ -165,9 +166,8 @@ class _VideoStage(GstBase.BaseTransform):
             self.post_message(Gst.Message.new_element(self, Gst.Structure.new_from_string(text)))
 
     def fail(self, exc: BaseException) -> Gst.FlowReturn:
-        """Post an ERROR (one line: the exception's message) and stop the stream."""
-        text = f"{self.get_name()}: {exc}"
-        error = GLib.Error.new_literal(Gst.LibraryError.quark(), text, Gst.LibraryError.FAILED)
+        """Post an ERROR (the exception's message; the bus names the element) and stop the stream."""
+        error = GLib.Error.new_literal(Gst.LibraryError.quark(), str(exc), Gst.LibraryError.FAILED)
         self.post_message(Gst.Message.new_error(self, error, f"{type(exc).__name__}: {exc}"))
         return Gst.FlowReturn.ERROR
 
@@ -272,8 +272,14 @@ class DerainElement(_VideoStage):
         self.gate = RainGate(p["gate-on"], p["gate-off"], p["gate-min-frames"], p["gate-interval"]) if p["gate"] else None
 
     def stop_stage(self):
-        if not self._injected:
-            self.backend = None  # released here; a restart loads it again on its streaming thread
+        if not self._injected and self.backend is not None:
+            # Released here, on the state-change thread: the CUDA runtime's primary context is shared by
+            # every thread of the process, so the engine's stream and buffers may be freed from any of
+            # them. A restart loads the backend again on its streaming thread.
+            close = getattr(self.backend, "close", None)
+            if close is not None:
+                close()
+            self.backend = None
 
     def caps_changed(self):
         # An engine built on the fly has a static profile for the old frame size.

@@ -240,6 +240,8 @@ class PipelineOptions:
 
 @dataclass(frozen=True)
 class ComposedPipeline:
+    """A gst-launch description plus what the runner and the stats need to know about it."""
+
     description: str
     live: bool
     sink: SinkSpec
@@ -313,10 +315,6 @@ def free_udp_port() -> int:
 
 
 # ---- running ------------------------------------------------------------------------------------
-class PipelineError(RuntimeError):
-    """A pipeline failed; the message is one line."""
-
-
 @dataclass
 class RunResult:
     status: str                 # eos, interrupted, frames, duration, error, timeout
@@ -331,7 +329,7 @@ def describe_error(message, source_name: str | None = None) -> str:
     source part (``source_name`` not None: its location, possibly empty) say so."""
     error, debug = message.parse_error()
     log.debug("%s: %s (%s)", message.src.get_path_string(), error.message, debug)
-    text = f"{message.src.get_name()}: {error.message.rstrip('.')}"
+    text = f"{message.src.get_name()}: {' '.join(error.message.split()).rstrip('.')}"
     detail = (debug or "").strip().splitlines()[-1].strip() if debug else ""
     if detail and detail.split(": ", 1)[-1] not in text and len(detail) < 160:
         text += f" ({detail})"
@@ -407,9 +405,12 @@ class PipelineRunner:
         except Exception as exc:  # GLib.Error: no such element, bad property, bad link
             self._fail(f"cannot build the pipeline: {getattr(exc, 'message', exc)}")
             return
-        self.composed, self.pipeline = composed, pipeline
         if composed.rtsp_launch and self._rtsp is None:
-            self._start_rtsp(composed)
+            problem = self._start_rtsp(composed)
+            if problem:
+                self._fail(problem)
+                return
+        self.composed, self.pipeline = composed, pipeline
         bus = pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self._on_bus)
@@ -420,6 +421,7 @@ class PipelineRunner:
             self.setup(pipeline)
         self._started = self._last_frame = time.monotonic()
         self._segment_frames = 0
+        self._source_warning: str | None = None
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             # A refusing element has usually posted an ERROR, which the bus handler reports first (idle
             # callbacks run after pending bus messages); this covers one that did not.
@@ -427,7 +429,8 @@ class PipelineRunner:
                                                    "GStreamer's reason") and False)
         self._timers.append(self._GLib.timeout_add(250, self._tick))
 
-    def _start_rtsp(self, composed: ComposedPipeline) -> None:
+    def _start_rtsp(self, composed: ComposedPipeline) -> str | None:
+        """Serve the pipeline's RTP at rtsp://HOST:PORT/MOUNT; returns a one-line problem or None."""
         import gi
 
         gi.require_version("GstRtspServer", "1.0")
@@ -441,10 +444,11 @@ class PipelineRunner:
         server.get_mount_points().add_factory(composed.sink.mount, factory)
         source_id = server.attach(None)
         if not source_id:
-            raise PipelineError(f"cannot serve RTSP on port {composed.sink.port} (in use?); pick another with "
-                                f"--sink rtsp:PORT{composed.sink.mount}")
+            return (f"cannot serve RTSP on port {composed.sink.port} (in use?); pick another with "
+                    f"--sink rtsp:PORT{composed.sink.mount}")
         self._rtsp = (server, source_id)
         log.warning("serving rtsp://127.0.0.1:%d%s", composed.sink.port, composed.sink.mount)
+        return None
 
     def _teardown(self) -> None:
         Gst = require_gst()
@@ -465,7 +469,10 @@ class PipelineRunner:
     def _begin_finish(self, reason: str, via_ingress: bool) -> bool:
         """Send EOS and arm the watchdog (returns False: also a one-shot GLib idle callback)."""
         Gst = require_gst()
-        if self.pipeline is None:
+        if self.pipeline is None:  # waiting to reconnect: an interrupt ends the wait
+            if reason == "interrupted":
+                self._result.status = "interrupted"
+                self._loop.quit()
             return False
         if self._finishing is not None:
             if reason == "interrupted":
@@ -507,17 +514,18 @@ class PipelineRunner:
         self._start()
         return False
 
-    def _fail(self, text: str, reconnectable: bool = False) -> None:
-        """A one-line failure: reconnect (a live source) or finish the recording and report it."""
+    def _fail(self, text: str, reconnectable: bool = False, drained: bool = False) -> None:
+        """A one-line failure: reconnect (a live source) or finish the recording and report it.
+        ``drained``: EOS already went through the pipeline (a live source ended its stream)."""
         if self._result.error is not None or self._then_restart:
             return  # the first failure of an attempt is the one that matters
-        if reconnectable and self.reconnect and self._retries < self.max_retries:
+        if reconnectable and self.reconnect and self._finishing is None and self._retries < self.max_retries:
             self._retries += 1
             log.warning("%s", text)
             self._then_restart = True
         else:
             self._result.status, self._result.error = "error", text
-        if self.pipeline is None:
+        if self.pipeline is None or drained:
             self._finished()
         elif self._finishing is None:
             self._begin_finish("error", via_ingress=True)
@@ -572,7 +580,13 @@ class PipelineRunner:
         Gst = require_gst()
         kind = message.type
         if kind == Gst.MessageType.EOS:
-            self._finished()
+            if self._finishing is None and self.composed.live:
+                # Nobody asked a camera or a stream to end: it dropped (an RTSP server went away, ...).
+                where = f" {self.composed.source_location}" if self.composed.source_location else ""
+                why = f": {self._source_warning}" if self._source_warning else ""
+                self._fail(f"source{where} ended its stream{why}", reconnectable=True, drained=True)
+            else:
+                self._finished()
         elif kind == Gst.MessageType.ERROR:
             from_source = self._in_source_part(message.src)
             self._fail(describe_error(message, (self.composed.source_location or "") if from_source else None),
@@ -580,6 +594,8 @@ class PipelineRunner:
         elif kind == Gst.MessageType.WARNING:
             warning, _ = message.parse_warning()
             log.warning("%s: %s", message.src.get_name(), warning.message)
+            if self._in_source_part(message.src):
+                self._source_warning = f"{message.src.get_name()}: {warning.message.rstrip('.')}"
         elif kind == Gst.MessageType.ELEMENT:
             self.stats.on_message(message)
         elif kind == Gst.MessageType.APPLICATION and self.on_stats is not None:

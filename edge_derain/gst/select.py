@@ -10,6 +10,7 @@ installed. ``model`` names an ONNX graph to use instead of exporting the weights
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +61,13 @@ def tensorrt_usable() -> bool:
     """A TensorRT flavour imports and a CUDA device is visible."""
     from ..engine import TensorRTUnavailable, detect_tensorrt, list_devices
 
+    if not list_devices():  # cheap (the driver through ctypes): checked before importing TensorRT
+        return False
     try:
         detect_tensorrt()
     except (TensorRTUnavailable, RuntimeError):
         return False
-    return bool(list_devices())
+    return True
 
 
 def resolve_kind(request: BackendRequest) -> str:
@@ -73,11 +76,7 @@ def resolve_kind(request: BackendRequest) -> str:
         return request.kind
     if request.engine or tensorrt_usable():
         return "trt"
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return "torch"
-    return "ort"
+    return "ort" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
 
 def exported_onnx(weights: str | None = None) -> tuple[Path, Path]:

@@ -89,6 +89,8 @@ class PipelineStats:
             with self._lock:
                 if structure.get_value("done"):
                     self.loading.discard(stage)
+                    # Frames that waited for a model load would report the load as latency.
+                    self._pending.clear()
                     self.loads[stage] = {"what": structure.get_string("what"),
                                          "load_s": round(structure.get_value("load-s"), 3)}
                 else:
@@ -266,7 +268,8 @@ class PipelineStats:
 
 def format_summary(summary: dict) -> str:
     """A few human-readable lines: FPS, per-stage latency, drops, gating savings."""
-    lines = [f"{summary['frames_out']} frames in {summary['duration_s']:.1f} s: {summary['fps']:.2f} frames/s"
+    count = summary["frames_out"]
+    lines = [f"{count} frame{'' if count == 1 else 's'} in {summary['duration_s']:.1f} s: {summary['fps']:.2f} frames/s"
              + (f", {summary['dropped']['total']} dropped by leaky queues" if summary["dropped"]["total"] else "")]
     for stage, s in summary["latency"].items():
         if s["count"]:
