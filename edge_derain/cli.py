@@ -65,8 +65,8 @@ def cmd_eval(args) -> int:
 
     if args.precisions:
         return _eval_precisions(args)
-    report = evaluate(_backend(args), args.data, limit=args.limit,
-                      progress=not args.quiet)
+    report = evaluate(_backend(args), args.data, limit=args.limit, progress=not args.quiet,
+                      detector=_detector(args))
     report["weights"] = str(args.weights or "default")
     json_path, csv_path = write_report(report, args.out)
     print_report(report)
@@ -74,13 +74,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _detector(args):
+    if not args.detector or args.detector == "none":
+        return None
+    from .detect import create_detector
+
+    return create_detector(args.detector)
+
+
 def _eval_precisions(args) -> int:
     from .quant import precision_report, print_precision_report, write_precision_report
 
     if not args.onnx:
         raise ValueError("--precisions compares exported graphs: pass --onnx <plugin graph> (edge-derain export)")
-    report = precision_report(args.onnx, args.data, args.precisions, backend=args.backend, int8_path=args.int8,
-                              limit=args.limit, progress=not args.quiet)
+    # Precisions are properties of exported graphs, so PyTorch (the plain eval default) means ONNX Runtime here.
+    backend = "ort" if args.backend == "torch" else args.backend
+    report = precision_report(args.onnx, args.data, args.precisions, backend=backend, int8_path=args.int8,
+                              limit=args.limit, progress=not args.quiet, detector=_detector(args))
     json_path, png_path = write_precision_report(report, args.out)
     print_precision_report(report)
     print(f"wrote {json_path} and {png_path}")
@@ -352,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval_out", help="folder for eval.json and eval.csv")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--detector", default=None,
+                   help="also score a detector (hog, yolo:MODEL.onnx) on the derained images against its detections "
+                        "on the clean images, per precision with --precisions")
     p.add_argument("--precisions", default=None, metavar="fp32,fp16,int8",
                    help="compare precisions of one export (--onnx) with --backend ort (ONNX Runtime, CPU) or trt "
                         "(TensorRT engines, needs a GPU): PSNR/SSIM-Y and the drop vs FP32 per image and mean, "

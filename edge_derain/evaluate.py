@@ -19,13 +19,20 @@ from .utils import atomic_path, atomic_write_json
 METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "input_psnr_y", "input_ssim_y", "time_ms")
 
 
-def evaluate(backend: Backend, data_dir: str | Path, limit: int | None = None, progress: bool = True) -> dict:
-    """Run ``backend`` on every pair of ``data_dir`` (``rain/`` + ``clean/``); return rows and means."""
+def evaluate(backend: Backend, data_dir: str | Path, limit: int | None = None, progress: bool = True,
+             detector=None) -> dict:
+    """Run ``backend`` on every pair of ``data_dir`` (``rain/`` + ``clean/``); return rows and means.
+
+    With a ``detector`` (``edge_derain.detect.Detector``) the report also says how deraining serves the
+    detector downstream: its detections on the clean image are the reference (the paired sets have no
+    box labels), and the detections on the derained and on the rainy image are scored against them.
+    """
     from tqdm import tqdm
 
     dataset = PairedFolderDataset(data_dir)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     scores = MetricAccumulator()
+    detections = DetectionScores() if detector is not None else None
     for i in tqdm(range(count), desc=f"eval {backend.name}", disable=not progress, unit="img"):
         item = dataset[i]
         rain = item["rain"].numpy()[None]
@@ -36,12 +43,45 @@ def evaluate(backend: Backend, data_dir: str | Path, limit: int | None = None, p
         row = scores.add_pair(item["name"], pred.transpose(1, 2, 0), clean, time_ms=elapsed,
                               input_psnr_y=psnr(rainy, clean, "y"), input_ssim_y=ssim(rainy, clean, "y"))
         row.update(height=rain.shape[2], width=rain.shape[3])
+        if detections is not None:
+            detections.add(detector, pred.transpose(1, 2, 0), rainy, clean)
     mean = scores.means()
     # The first image pays for lazy initialisation; the median is the honest per-image time.
     mean["median_time_ms"] = float(np.median([r["time_ms"] for r in scores.rows]))
     mean["gain_psnr_y"] = mean["psnr_y"] - mean["input_psnr_y"]
-    return {"backend": backend.name, "precision": backend.precision, "data": str(data_dir),
-            "count": len(scores), "mean": mean, "images": scores.rows}
+    report = {"backend": backend.name, "precision": backend.precision, "data": str(data_dir),
+              "count": len(scores), "mean": mean, "images": scores.rows}
+    if detections is not None:
+        report["detection"] = {"detector": detector.name, **detections.summary()}
+    return report
+
+
+class DetectionScores:
+    """Detections on derained and rainy frames against those on the clean frame, summed over images."""
+
+    def __init__(self, iou: float = 0.5):
+        self.iou = iou
+        self.frames = {"derained": [], "rainy": []}
+        self.references = []
+
+    def add(self, detector, derained, rainy, clean) -> None:
+        self.references.append(detector.detect(clean))
+        self.frames["derained"].append(detector.detect(derained))
+        self.frames["rainy"].append(detector.detect(rainy))
+
+    def summary(self) -> dict:
+        from .detect import average_precision, match_detections
+
+        out = {"reference": "detections on the clean images", "iou": self.iou,
+               "reference_boxes": sum(len(r) for r in self.references)}
+        for kind, preds in self.frames.items():
+            total = None
+            for pred, ref in zip(preds, self.references):
+                match = match_detections(pred, ref, iou=self.iou)
+                total = match if total is None else total + match
+            out[kind] = {"precision": total.precision, "recall": total.recall, "f1": total.f1,
+                         "ap50": average_precision(preds, self.references, iou=self.iou)}
+        return out
 
 
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
@@ -75,5 +115,10 @@ def print_report(report: dict) -> None:
     table.add_row(*fmt(report["mean"], "[bold]mean"), end_section=True)
     Console().print(table)
     m = report["mean"]
+    if "detection" in report:
+        d = report["detection"]
+        Console().print(f"detector {d['detector']} vs its {d['reference_boxes']} boxes on the clean images: "
+                        f"derained F1 {d['derained']['f1']:.3f} (AP50 {d['derained']['ap50']:.3f}), "
+                        f"rainy F1 {d['rainy']['f1']:.3f} (AP50 {d['rainy']['ap50']:.3f})")
     Console().print(f"PSNR-Y {m['input_psnr_y']:.2f} dB (rainy) -> {m['psnr_y']:.2f} dB (derained): "
                     f"{m['gain_psnr_y']:+.2f} dB; median {m['median_time_ms']:.1f} ms/image")

@@ -110,3 +110,44 @@ def test_cli_derain_and_clean_errors(tmp_path, capsys):
     assert "cannot open video" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["eval", "--weights", "nope", "--data", str(tmp_path)]) == 2
     assert "shipped names" in capsys.readouterr().err
+
+
+def _silhouette_pair(folder, rainy: bool):
+    """A pedestrian figure HOG finds, as a rain/clean pair (the rain image is the clean one when dry)."""
+    import cv2
+
+    from edge_derain.data import RainRenderer, write_image
+
+    image = np.full((320, 240, 3), 200, np.uint8)
+    cv2.circle(image, (120, 70), 14, (0, 0, 0), -1)
+    cv2.rectangle(image, (104, 86), (136, 170), (0, 0, 0), -1)
+    for start, end, width in (((106, 92), (92, 160), 9), ((134, 92), (148, 160), 9),
+                              ((112, 168), (104, 250), 12), ((128, 168), (136, 250), 12)):
+        cv2.line(image, start, end, (0, 0, 0), width)
+    clean = image.astype(np.float32) / 255
+    rain = RainRenderer.preset("medium").render(clean, np.random.default_rng(0))[0] if rainy else clean
+    write_image(folder / "clean" / "fig.png", clean)
+    write_image(folder / "rain" / "fig.png", rain)
+
+
+def test_eval_scores_a_detector_against_its_clean_image_detections(tmp_path, capsys):
+    from edge_derain.detect import create_detector
+
+    pytest.importorskip("cv2").HOGDescriptor  # OpenCV 5 keeps HOG in the contrib build
+    _silhouette_pair(tmp_path / "dry", rainy=False)
+    report = evaluate(TorchBackend(load_model()), tmp_path / "dry", progress=False, detector=create_detector("hog"))
+    detection = report["detection"]
+    assert detection["reference_boxes"] >= 1
+    # A "rainy" image identical to the clean one finds exactly the reference detections.
+    assert detection["rainy"]["f1"] == 1.0 and detection["rainy"]["ap50"] == 1.0
+    assert 0.0 <= detection["derained"]["f1"] <= 1.0
+
+    _silhouette_pair(tmp_path / "wet", rainy=True)
+    model = tmp_path / "m"
+    assert main(["export", "--out", str(model)]) == 0
+    assert main(["eval", "--precisions", "fp32,fp16", "--onnx", str(model) + ".onnx", "--data", str(tmp_path / "wet"),
+                 "--detector", "hog", "--out", str(tmp_path / "report"), "--quiet"]) == 0
+    assert "detector vs clean-image detections" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "report" / "precision_report.json").read_text())["precisions"]
+    assert set(summary["fp16"]["detection"]) >= {"f1", "drop_f1", "precision", "recall", "ap50"}
+    assert summary["fp32"]["detection"]["drop_f1"] == 0.0

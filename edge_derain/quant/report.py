@@ -220,12 +220,13 @@ def _require_gpu() -> None:
 def precision_report(onnx_path: str | os.PathLike, data_dir: str | os.PathLike,
                      precisions: str | Sequence[str] = PRECISIONS, backend: str = "ort",
                      int8_path: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True,
-                     cache_dir: str | os.PathLike | None = None) -> dict:
+                     cache_dir: str | os.PathLike | None = None, detector=None) -> dict:
     """Evaluate the export ``onnx_path`` (FP32 plugin graph) at each precision on the paired ``data_dir``.
 
     ``int8_path`` is the INT8 plugin graph from ``edge-derain calibrate`` (default ``<stem>.int8.onnx``
     beside ``onnx_path``; its portable twin is used on ORT). Returns the report dict (see
     :func:`write_precision_report`); drops are FP32 minus the precision, so positive means worse.
+    With a ``detector`` every precision also gets detection scores (see ``evaluate``).
     """
     from ..evaluate import evaluate
 
@@ -254,7 +255,7 @@ def precision_report(onnx_path: str | os.PathLike, data_dir: str | os.PathLike,
         for precision, runner, graph, statement in runs:
             graphs[precision], measured[precision] = graph, statement
             try:
-                results[precision] = evaluate(runner, data_dir, limit=limit, progress=progress)
+                results[precision] = evaluate(runner, data_dir, limit=limit, progress=progress, detector=detector)
             finally:
                 getattr(runner, "close", lambda: None)()
     return _assemble(results, graphs, measured, backend, data_dir, plugin)
@@ -281,6 +282,10 @@ def _assemble(results: dict, graphs: dict, measured: dict, backend: str, data_di
             "median_time_ms": mean["median_time_ms"],
             "drop": {key: reference["mean"][key] - mean[key] for key in _METRICS},
         }
+        if "detection" in result:
+            detection = result["detection"]["derained"]
+            summary[precision]["detection"] = {
+                **detection, "drop_f1": reference["detection"]["derained"]["f1"] - detection["f1"]}
     return {"backend": backend, "data": str(data_dir), "model_graph": str(plugin), "count": reference["count"],
             "reference": "fp32", "drop_definition": "FP32 minus precision (positive = worse)",
             "precisions": summary, "images": images}
@@ -314,6 +319,10 @@ def print_precision_report(report: dict) -> None:
         console.print(f"[bold]{precision}[/bold]: PSNR-Y {entry['mean']['psnr_y']:.2f} dB "
                       f"(drop {entry['drop']['psnr_y']:+.3f} dB, SSIM-Y drop {entry['drop']['ssim_y']:+.4f}), "
                       f"median {entry['median_time_ms']:.1f} ms/image. Measured: {entry['measured']}")
+        if "detection" in entry:
+            det = entry["detection"]
+            console.print(f"  detector vs clean-image detections: F1 {det['f1']:.3f} (drop {det['drop_f1']:+.3f}), "
+                          f"precision {det['precision']:.3f}, recall {det['recall']:.3f}, AP50 {det['ap50']:.3f}")
 
 
 def plot_precision_report(report: dict, path: str | os.PathLike) -> Path:
