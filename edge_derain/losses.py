@@ -6,6 +6,8 @@
 * ``efderain``         — ``mean|Î − I_gt| − 0.2·SSIM(Î, I_gt)`` (EfficientDeRain, §7.3).
 * ``charbonnier_ssim`` — ``Charb(pred, gt) + α·SSIM(pred, gt)``, α = −0.15 (ELF/DANet papers' per-branch
   loss, §3.5 Eq. 4).
+* ``two_stage``        — that per-branch loss on both outputs of ELF/DANet: ``L_half + λ·L_full`` against
+  the target and its bilinearly halved copy (§3.5, §5.5); takes the whole outputs tuple.
 
 All SSIM terms use :func:`ssim_torch`, the training SSIM of the official repositories (zero-padded window
 convolutions), which is not the evaluation metric of :mod:`edge_derain.metrics`.
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["l1_loss", "charbonnier_loss", "ssim_torch", "L1Loss", "CharbonnierLoss", "SSIMLoss", "EfDeRainLoss",
-           "CharbonnierSSIMLoss", "LOSSES", "build_loss"]
+           "CharbonnierSSIMLoss", "TwoStageLoss", "LOSSES", "build_loss"]
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -170,12 +172,43 @@ class CharbonnierSSIMLoss(nn.Module):
         return f"alpha={self.alpha}, eps={self.eps}"
 
 
+class TwoStageLoss(nn.Module):
+    """``L = L_half + λ·L_full``, each ``Charb + α·SSIM`` (ELF/DANet papers, MODELS_SPEC §3.5 Eq. 4, §5.5).
+
+    Takes the model's whole outputs tuple ``(I_B, I_B,S, ...)``: the full-resolution output is compared
+    with the target, the half-resolution one with the target bilinearly resized to its size
+    (align_corners=False, no anti-aliasing, as the official code resizes). Defaults α = −0.15, λ = 1,
+    eps = 1e-3. The released training code's composite with a Laplacian edge term is not this loss.
+    """
+
+    takes_all_outputs = True
+
+    def __init__(self, alpha: float = -0.15, full_weight: float = 1.0, eps: float = 1e-3):
+        super().__init__()
+        if full_weight < 0:
+            raise ValueError(f"full_weight (λ) must be >= 0, got {full_weight}; the papers use 1")
+        self.stage_loss = CharbonnierSSIMLoss(alpha, eps)
+        self.full_weight = full_weight
+
+    def forward(self, outputs: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+        if not isinstance(outputs, (tuple, list)) or len(outputs) < 2:
+            raise ValueError("the two-stage loss needs the model's (full, half) outputs tuple, got "
+                             f"{type(outputs).__name__}; pass model.forward_train(x), not model(x)")
+        full, half = outputs[0], outputs[1]
+        half_target = F.interpolate(target, size=half.shape[-2:], mode="bilinear", align_corners=False)
+        return self.stage_loss(half, half_target) + self.full_weight * self.stage_loss(full, target)
+
+    def extra_repr(self) -> str:
+        return f"full_weight={self.full_weight}"
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "l1": L1Loss,
     "charbonnier": CharbonnierLoss,
     "ssim": SSIMLoss,
     "efderain": EfDeRainLoss,
     "charbonnier_ssim": CharbonnierSSIMLoss,
+    "two_stage": TwoStageLoss,
 }
 
 

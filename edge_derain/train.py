@@ -65,11 +65,19 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return max(cfg.min_lr_ratio, 1.0 - frac)
 
 
-def _loss_on_outputs(loss_fn, outputs: tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
-    # Multi-output losses (two-stage models) declare it; single-image losses see the final output only.
-    if getattr(loss_fn, "takes_all_outputs", False):
-        return loss_fn(outputs, target)
-    return loss_fn(outputs[0], target)
+def _loss_on_outputs(loss_fn, outputs: tuple[torch.Tensor, ...], rainy: torch.Tensor,
+                     clean: torch.Tensor) -> torch.Tensor:
+    """One call convention for every model's loss, so the loop needs no per-model cases.
+
+    Single-image losses see the final output; multi-output losses (two-stage models) declare
+    ``takes_all_outputs``, and losses that derive targets from the input (RECA-Net's rain layer and
+    mask) declare ``needs_rainy_input``.
+    """
+    if not getattr(loss_fn, "takes_all_outputs", False):
+        return loss_fn(outputs[0], clean)
+    if getattr(loss_fn, "needs_rainy_input", False):
+        return loss_fn(outputs, clean, rainy=rainy)
+    return loss_fn(outputs, clean)
 
 
 def validate(model: torch.nn.Module, val_dir: Path, device: torch.device, limit: int | None = None) -> dict:
@@ -139,7 +147,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         rain, clean = batch["rain"].to(device), batch["clean"].to(device)
         for group in optim.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, cfg)
-        loss = _loss_on_outputs(loss_fn, model.forward_train(rain), clean)
+        loss = _loss_on_outputs(loss_fn, model.forward_train(rain), rain, clean)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
         optim.zero_grad(set_to_none=True)

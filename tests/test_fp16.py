@@ -183,7 +183,10 @@ def test_efderain_fp16_matches_fp32_on_natural_images(efderain):
         for runner in (s16, emulated):
             out = runner.run(None, {"image": images})[0]
             assert out.dtype == np.float32 and np.isfinite(out).all()
-            assert not np.array_equal(out, reference)  # FP16 weights (and activations) really were used
+            if runner is emulated:
+                # FP16 activations really were used. (Plain ORT CPU computes FP16 nodes in FP32, and the
+                # shipped weights are stored in FP16, so its output may equal the FP32 graph's.)
+                assert not np.array_equal(out, reference)
             assert psnr_over_range(out, reference) >= EIGHT_BIT_PSNR, (n, h, w, psnr_over_range(out, reference))
 
 

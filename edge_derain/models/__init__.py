@@ -1,5 +1,6 @@
 """Deraining architectures, one file each, all reachable through ``create_model(name, **config)``."""
-from . import efderain  # noqa: F401  (registers the architecture)
+# Importing an architecture file registers it.
+from . import danet, ddsa, efderain, elf, recanet  # noqa: F401
 from .base import DerainNet, pad_to_multiple
 from .complexity import conv_macs, parameter_count
 from .registry import ModelEntry, create_model, get_entry, list_models, register_model
