@@ -26,10 +26,23 @@ def sidecar_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
+def _aliases(model: torch.nn.Module) -> set[str]:
+    """State-dict names that are a second name of a tensor listed earlier (e.g. one PReLU shared by
+    every block of a sub-network, spec §0.5). safetensors refuses shared storage, so only the first
+    name is stored; loading it fills every alias, since they are one Parameter."""
+    seen, aliases = set(), set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            aliases.add(name)
+        seen.add(id(tensor))
+    return aliases
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, **metadata) -> Path:
     """Write ``path`` (.safetensors) and its JSON sidecar atomically; return the weights path."""
     path = Path(path).with_suffix(".safetensors")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    aliases = _aliases(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in aliases}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
     sidecar = {"model": model.model_name, "config": model.model_config, **metadata}
@@ -76,7 +89,8 @@ def load_model(weights: str | Path | None = None, device: str | torch.device = "
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"cannot read {path} as safetensors ({exc}); re-download or re-train it") from None
-    expected = model.state_dict()
+    aliases = _aliases(model)
+    expected = {k: v for k, v in model.state_dict().items() if k not in aliases}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     resized = [k for k in expected if k in state and state[k].shape != expected[k].shape]
@@ -85,7 +99,7 @@ def load_model(weights: str | Path | None = None, device: str | torch.device = "
         raise ValueError(f"{path} does not fit model {meta['model']} {meta.get('config', {})}: "
                          f"{len(missing)} missing, {len(unexpected)} unexpected, {len(resized)} resized tensors "
                          f"(e.g. {example}); check the sidecar's config")
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=False)  # strict=False only for the aliases; checked above
     return model.to(device).eval()
 
 

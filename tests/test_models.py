@@ -95,3 +95,17 @@ def test_shipped_default_weights_load_and_run():
     # Trained deraining output stays near the input range and is not a constant image.
     assert float(y.std()) > 0.05 and -0.5 < float(y.mean()) < 1.5
     assert np.isfinite(y.numpy()).all()
+
+
+def test_checkpoint_of_a_model_with_shared_parameters(tmp_path):
+    """ELF-LW shares one PReLU per sub-network (spec §0.5): it is stored once and fills every alias."""
+    torch.manual_seed(3)
+    model = create_model("elf_lw")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    loaded = load_model(save_checkpoint(tmp_path / "elf", model))
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    shared = loaded.idn.edb.encoders[0].blocks[0].act
+    assert shared.weight is loaded.idn.edb.decoders[2].blocks[0].act.weight
