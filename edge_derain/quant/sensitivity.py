@@ -71,6 +71,12 @@ def conv_macs(model: onnx.ModelProto, convs: Sequence[str],
               for v in [*inferred.value_info, *inferred.output]}
     initializers = {t.name: list(t.dims) for t in fixed.graph.initializer}
     by_name = {node.name: node for node in fixed.graph.node}
+    unknown = [by_name[name].output[0] for name in convs
+               if not all(shapes.get(by_name[name].output[0]) or [0])]
+    if unknown:
+        # Shape inference cannot follow every shape computation (e.g. slicing a frame into quadrants
+        # at H/2); one ONNX Runtime run on a random input of the same size measures them instead.
+        shapes.update(_measured_shapes(fixed, unknown))
     macs = {}
     for name in convs:
         node = by_name[name]
@@ -80,6 +86,20 @@ def conv_macs(model: onnx.ModelProto, convs: Sequence[str],
                              "the model with 'edge-derain export'")
         macs[name] = int(np.prod(out_shape)) * int(np.prod(weight[1:]))
     return macs
+
+
+def _measured_shapes(model: onnx.ModelProto, tensors: Sequence[str]) -> dict[str, list[int]]:
+    """Shapes of ``tensors`` from running the (static-input, standard-op) ``model`` once on ONNX Runtime."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    image = graph_input(model)
+    shape = [d.dim_value for d in image.type.tensor_type.shape.dim]
+    feed = {image.name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    return {name: list(value.shape) for name, value in zip(tensors, session.run(list(tensors), feed))}
 
 
 def int8_coverage(macs: dict[str, int], int8_convs: Sequence[str]) -> float:
