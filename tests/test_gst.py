@@ -256,6 +256,29 @@ def test_appsrc_appsink_round_trip_equals_the_backend(fmt, ort_backend):
             assert np.array_equal(result[..., 3:], alpha)  # alpha / padding bytes untouched
 
 
+@pytest.mark.filterwarnings("ignore:ONNX export mode is set to TrainingMode.EVAL")  # RECA-Net instance norms
+@pytest.mark.parametrize("name,config", [("danet", {"channels": 16, "cabs": 2}), ("recanet", {"n1": 8})])
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_derain_element_runs_any_registered_model_from_its_weights(tmp_path, name, config, backend):
+    """The element rebuilds whatever model the checkpoint's sidecar names (PyTorch, or ONNX Runtime on
+    the graph it exports on the fly) and gives that model's output."""
+    import torch
+
+    from edge_derain.backends import TorchBackend
+    from edge_derain.checkpoint import load_model, save_checkpoint
+    from edge_derain.models import create_model
+
+    torch.manual_seed(4)
+    weights = save_checkpoint(tmp_path / name, create_model(name, **config))
+    frames = [np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8) for i in range(2)]
+    out = _run_appsrc(f"derain backend={backend} weights={weights}", frames, "RGB")
+    reference = TorchBackend(load_model(weights))
+    for frame, result in zip(frames, out):
+        expected = reference.run(frame.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)[0]
+        expected = np.clip(np.rint(expected.transpose(1, 2, 0) * 255.0), 0, 255)
+        assert np.abs(result.astype(int) - expected).max() <= 1
+
+
 def test_detect_attaches_roi_meta_and_posts_boxes():
     from edge_derain.detect import Detection
     from edge_derain.gst.elements import read_roi_meta
