@@ -13,7 +13,7 @@ def _parse_kv(items: list[str]) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--model-arg {item!r} must look like key=value, e.g. width=0.25")
+            raise ValueError(f"{item!r} must look like KEY=VALUE, e.g. width=0.25")
         key, value = item.split("=", 1)
         try:
             out[key] = json.loads(value)
@@ -50,9 +50,18 @@ def _sizes(items: list[str]) -> list[tuple[int, int]]:
 def cmd_train(args) -> int:
     from .train import TrainConfig, train
 
+    if args.model == "rain_autoencoder":
+        from .train import train_rain_autoencoder
+
+        path = train_rain_autoencoder(args.data, Path(args.out) / "rain_autoencoder", iters=args.iters,
+                                      batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
+                                      device=args.device, progress=not args.quiet)
+        print(f"wrote {path}; train RECA-Net with --loss-arg autoencoder={path}")
+        return 0
     cfg = TrainConfig(model=args.model, data=args.data, out=args.out, model_config=_model_config(args),
                       iters=args.iters, batch=args.batch, crop=args.crop, lr=args.lr,
-                      decay_start=args.decay_start, loss=args.loss, rainmix=args.rainmix,
+                      decay_start=args.decay_start, loss=args.loss, loss_config=_parse_kv(args.loss_arg),
+                      rainmix=args.rainmix,
                       epoch_iters=args.epoch_iters, seed=args.seed, workers=args.workers,
                       device=args.device, resume=args.resume, val_limit=args.val_limit)
     result = train(cfg, progress=not args.quiet)
@@ -335,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="torch (with --weights), a portable .onnx (ONNX Runtime) or a .engine (TensorRT)")
 
     p = sub.add_parser("train", help="train a registered model on paired/synthetic rain data")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True,
+                   help="a registered model, or rain_autoencoder (RECA-Net's embedding target, trained first)")
     p.add_argument("--width", type=float, default=None, help="channel width multiplier (efderain)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="extra model config")
     p.add_argument("--data", required=True, help="data directory (clean_bsd/, rain800/, val/, streaks_garg06/)")
@@ -346,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--decay-start", type=float, default=0.4, help="fraction of iters before linear LR decay")
     p.add_argument("--loss", default=None, help="override the model's default loss")
+    p.add_argument("--loss-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="loss options, e.g. autoencoder=ae.safetensors for recanet")
     p.add_argument("--rainmix", choices=["paper", "code"], default=None, help="RainMix augmentation variant")
     p.add_argument("--epoch-iters", type=int, default=None, help="iterations between validations")
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N pairs only")

@@ -39,6 +39,7 @@ class TrainConfig:
     decay_start: float = 0.4   # fraction of iters with constant LR before the linear decay to 0 (§7.5)
     min_lr_ratio: float = 0.0
     loss: str | None = None    # None = the model's registered default
+    loss_config: dict = field(default_factory=dict)  # keyword arguments of the loss (e.g. autoencoder=...)
     rainmix: str | None = None  # None | "paper" | "code"
     epoch_iters: int | None = None  # iterations between validations; None = one pass over the data
     seed: int = 0
@@ -107,7 +108,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     model = create_model(cfg.model, **cfg.model_config).to(device)
     if cfg.crop % model.input_multiple:
         raise ValueError(f"--crop {cfg.crop} is not a multiple of {model.input_multiple} (required by {cfg.model})")
-    loss_fn = build_loss(cfg.loss or get_entry(cfg.model).default_loss).to(device)
+    loss_fn = build_loss(cfg.loss or get_entry(cfg.model).default_loss, **cfg.loss_config).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
     train_set = build_training_set(cfg.data, crop=cfg.crop, seed=cfg.seed, rainmix=cfg.rainmix)
@@ -175,3 +176,39 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             atomic_write_json(out / "history.json", history)
     bar.close()
     return {"val": metrics, "losses": losses, "best": str(out / "best.safetensors")}
+
+
+def train_rain_autoencoder(data_dir: str | Path, out: str | Path, iters: int = 2000, batch: int = 8, crop: int = 96,
+                           lr: float = 2e-4, seed: int = 0, device: str = "auto", progress: bool = True) -> Path:
+    """Fit RECA-Net's rain autoencoder (ECNet): ``MSE(ae(R), R)`` on the rain layers ``R`` of the same
+    training pairs the models see; its bottleneck is the target of RECA-Net's embedding-consistency loss.
+
+    Writes the state dict to ``out`` (.safetensors, atomic); pass it to RECA-Net training with
+    ``--loss-arg autoencoder=OUT``.
+    """
+    from safetensors.torch import save_file
+
+    from .models.recanet import RainAutoencoder, rain_layer
+    from .utils import atomic_path
+
+    out = Path(out).with_suffix(".safetensors")
+    torch.manual_seed(seed)
+    device = resolve_device(device)
+    autoencoder = RainAutoencoder().to(device).train()
+    optim = torch.optim.Adam(autoencoder.parameters(), lr=lr)
+    train_set = build_training_set(data_dir, crop=crop, seed=seed)
+    loader = DataLoader(train_set, batch_size=batch, shuffle=False, drop_last=True)
+    batches = _infinite(loader, train_set, 0)
+    bar = tqdm(range(iters), disable=not progress, desc="train rain autoencoder", unit="it")
+    for _ in bar:
+        _, item = next(batches)
+        rain = rain_layer(item["rain"].to(device), item["clean"].to(device))
+        loss = torch.nn.functional.mse_loss(autoencoder(rain), rain)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        bar.set_postfix(mse=f"{loss.item():.5f}")
+    state = {k: v.detach().contiguous().cpu() for k, v in autoencoder.state_dict().items()}
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp))
+    return out
