@@ -24,3 +24,17 @@ def data_dir(request) -> Path:
     if not path.is_dir():
         pytest.skip(f"--data {value} is not a directory")
     return path
+
+
+@pytest.fixture(scope="session")
+def rtx():
+    """A TensorRT flavour that builds for named GPU targets without a GPU (TensorRT-RTX), else skip."""
+    from edge_derain.engine import TensorRTUnavailable, detect_tensorrt
+
+    try:
+        flavour = detect_tensorrt()
+    except TensorRTUnavailable as exc:
+        pytest.skip(f"no TensorRT flavour installed ({exc})")
+    if not flavour.supports_targets:
+        pytest.skip(f"{flavour.name} builds only for the local GPU; these tests need TensorRT-RTX targets")
+    return flavour

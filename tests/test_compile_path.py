@@ -10,20 +10,9 @@ import pytest
 import torch
 
 from edge_derain.cli import main
-from edge_derain.engine import (EngineCache, ShapeProfile, TensorRTUnavailable, build_engine, detect_tensorrt)
+from edge_derain.engine import ShapeProfile, build_engine
 from edge_derain.export import export_model
 from edge_derain.models import create_model
-
-
-@pytest.fixture(scope="module")
-def rtx():
-    try:
-        flavour = detect_tensorrt()
-    except TensorRTUnavailable as exc:
-        pytest.skip(f"no TensorRT flavour installed ({exc})")
-    if not flavour.supports_targets:
-        pytest.skip(f"{flavour.name} builds only for the local GPU; these tests need TensorRT-RTX targets")
-    return flavour
 
 
 @pytest.fixture(scope="module")

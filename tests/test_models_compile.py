@@ -9,7 +9,7 @@ import torch
 
 from edge_derain.backends import TorchBackend
 from edge_derain.backends.ort_backend import OnnxRuntimeBackend
-from edge_derain.engine import ShapeProfile, TensorRTUnavailable, build_engine, detect_tensorrt
+from edge_derain.engine import ShapeProfile, build_engine
 from edge_derain.export import export_model
 from edge_derain.models import create_model
 from edge_derain.quant import calibrate, collect_from_recipe
@@ -22,17 +22,6 @@ RECIPE = {"seed": 5, "clean_dir": "clean_bsd", "streak_dir": "streaks_garg06", "
 PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 128, 128), (1, 3, 256, 256))
 # RECA-Net's instance norms export with train=True on purpose (they normalise by the input's own statistics).
 pytestmark = pytest.mark.filterwarnings("ignore:ONNX export mode is set to TrainingMode.EVAL")
-
-
-@pytest.fixture(scope="module")
-def rtx():
-    try:
-        flavour = detect_tensorrt()
-    except TensorRTUnavailable as exc:
-        pytest.skip(f"no TensorRT flavour installed ({exc})")
-    if not flavour.supports_targets:
-        pytest.skip(f"{flavour.name} builds only for the local GPU; these tests need TensorRT-RTX targets")
-    return flavour
 
 
 @pytest.fixture(scope="module", params=sorted(SMALL))
