@@ -78,3 +78,16 @@ def test_cli_export_compare_bench(tmp_path, capsys):
     bench = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
     assert {r["backend"] for r in bench["results"]} == {"torch", "ort"}
     assert (tmp_path / "bench" / "benchmark.png").stat().st_size > 1000
+
+
+def test_cache_key_covers_the_fp16_pass_and_the_plugin_library(rtx, exported, tmp_path, monkeypatch):
+    from edge_derain.engine import EngineCache
+
+    cache = EngineCache(tmp_path)
+    fp32 = cache.key_for(exported.plugin_path, "fp32", PROFILE, "sm86", rtx)
+    fp16 = cache.key_for(exported.plugin_path, "fp16", PROFILE, "sm86", rtx)
+    assert fp32.conversion_hash is None and fp16.conversion_hash  # RTX converts the FP32 graph to FP16 casts
+    library = tmp_path / "libedge_derain_plugins.so"
+    library.write_bytes(b"a C++ plugin build")
+    monkeypatch.setenv("EDGE_DERAIN_PLUGIN_LIB", str(library))
+    assert cache.key_for(exported.plugin_path, "fp32", PROFILE, "sm86", rtx).plugin_hash != fp32.plugin_hash

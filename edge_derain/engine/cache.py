@@ -20,7 +20,8 @@ from typing import Iterable
 
 from .. import __version__
 from ..utils import atomic_write_json
-from .builder import ShapeProfile, build_engine, inspect_onnx, onnx_sha256, resolve_build_target, resolve_shapes
+from .builder import (ShapeProfile, build_engine, find_plugin_library, inspect_onnx, needs_fp16_conversion,
+                      onnx_sha256, resolve_build_target, resolve_shapes)
 from .flavour import NoCudaDevice, TensorRTFlavour, detect_tensorrt, list_devices
 from .python_plugins import plugin_hash
 
@@ -76,19 +77,37 @@ class EngineKey:
     shapes: ShapeProfile
     onnx_sha256: str
     plugin_hash: str
+    # What the build does to the graph itself: the FP16 pass's code when it converts the ONNX first.
+    conversion_hash: str | None = None
 
     def to_dict(self) -> dict:
         return {"fingerprint": self.fingerprint.to_dict(), "precision": self.precision,
-                "shapes": self.shapes.to_dict(), "onnx_sha256": self.onnx_sha256, "plugin_hash": self.plugin_hash}
+                "shapes": self.shapes.to_dict(), "onnx_sha256": self.onnx_sha256, "plugin_hash": self.plugin_hash,
+                "conversion_hash": self.conversion_hash}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EngineKey":
         return cls(DeviceFingerprint.from_dict(d["fingerprint"]), d["precision"], ShapeProfile.from_dict(d["shapes"]),
-                   d["onnx_sha256"], d["plugin_hash"])
+                   d["onnx_sha256"], d["plugin_hash"], d.get("conversion_hash"))
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plugins_hash() -> str:
+    """The Python plugin and kernels, plus the C++ plugin library when the build loads one instead."""
+    library = find_plugin_library()
+    if library is None:
+        return plugin_hash()
+    return hashlib.sha256((plugin_hash() + hashlib.sha256(library.read_bytes()).hexdigest()).encode()).hexdigest()
+
+
+def _fp16_pass_hash() -> str:
+    from ..export import fp16, graph
+
+    sources = b"".join(Path(module.__file__).read_bytes() for module in (fp16, graph))
+    return hashlib.sha256(sources).hexdigest()
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
@@ -170,10 +189,12 @@ class EngineCache:
     def key_for(self, onnx_path: str | os.PathLike, precision: str = "fp32", shapes: ShapeProfile | None = None,
                 target: str | Iterable[str] = "auto", flavour: TensorRTFlavour | None = None) -> EngineKey:
         flavour = flavour or detect_tensorrt()
-        shapes = resolve_shapes(inspect_onnx(onnx_path), shapes)
+        summary = inspect_onnx(onnx_path)
+        shapes = resolve_shapes(summary, shapes)
         build_target = resolve_build_target(flavour, target)
         fingerprint = DeviceFingerprint(flavour.name, flavour.version, build_target.targets, build_target.gpu_name)
-        return EngineKey(fingerprint, precision, shapes, onnx_sha256(onnx_path), plugin_hash())
+        conversion = _fp16_pass_hash() if needs_fp16_conversion(flavour, precision, summary) else None
+        return EngineKey(fingerprint, precision, shapes, onnx_sha256(onnx_path), _plugins_hash(), conversion)
 
     def engine_path(self, onnx_path: str | os.PathLike, key: EngineKey) -> Path:
         name = f"{Path(onnx_path).stem}-{key.precision}-{key.fingerprint.target_label}-{key.digest}.engine"
