@@ -59,7 +59,7 @@ def cmd_train(args) -> int:
         print(f"wrote {path}; train RECA-Net with --loss-arg autoencoder={path}")
         return 0
     cfg = TrainConfig(model=args.model, data=args.data, out=args.out, model_config=_model_config(args),
-                      iters=args.iters, batch=args.batch, crop=args.crop, lr=args.lr,
+                      iters=args.iters, batch=args.batch, crop=args.crop, lr=args.lr, betas=tuple(args.betas),
                       decay_start=args.decay_start, loss=args.loss, loss_config=_parse_kv(args.loss_arg),
                       rainmix=args.rainmix,
                       epoch_iters=args.epoch_iters, seed=args.seed, workers=args.workers,
@@ -354,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--betas", type=float, nargs=2, default=[0.5, 0.999],
+                   help="Adam betas (EfDeRain's official 0.5 0.999; ELF/DANet use 0.9 0.999)")
     p.add_argument("--decay-start", type=float, default=0.4, help="fraction of iters before linear LR decay")
     p.add_argument("--loss", default=None, help="override the model's default loss")
     p.add_argument("--loss-arg", action="append", default=[], metavar="KEY=VALUE",
