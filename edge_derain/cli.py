@@ -61,7 +61,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(model=args.model, data=args.data, out=args.out, model_config=_model_config(args),
                       iters=args.iters, batch=args.batch, crop=args.crop, lr=args.lr, betas=tuple(args.betas),
                       decay_start=args.decay_start, loss=args.loss, loss_config=_parse_kv(args.loss_arg),
-                      rainmix=args.rainmix,
+                      rainmix=args.rainmix, time_limit_min=args.time_limit,
                       epoch_iters=args.epoch_iters, seed=args.seed, workers=args.workers,
                       device=args.device, resume=args.resume, val_limit=args.val_limit)
     result = train(cfg, progress=not args.quiet)
@@ -362,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss options, e.g. autoencoder=ae.safetensors for recanet")
     p.add_argument("--rainmix", choices=["paper", "code"], default=None, help="RainMix augmentation variant")
     p.add_argument("--epoch-iters", type=int, default=None, help="iterations between validations")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after this much wall-clock time (or --iters, whichever comes first); "
+                        "the LR schedule follows elapsed time")
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N pairs only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)

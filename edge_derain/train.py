@@ -42,6 +42,7 @@ class TrainConfig:
     loss_config: dict = field(default_factory=dict)  # keyword arguments of the loss (e.g. autoencoder=...)
     rainmix: str | None = None  # None | "paper" | "code"
     epoch_iters: int | None = None  # iterations between validations; None = one pass over the data
+    time_limit_min: float | None = None  # wall-clock budget; the LR schedule then follows elapsed time
     seed: int = 0
     workers: int = 0
     device: str = "auto"
@@ -57,13 +58,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Constant, then linear decay to ``min_lr_ratio`` at the last iteration (EfDeRain's schedule)."""
-    start = int(cfg.decay_start * cfg.iters)
-    if step < start:
+def schedule_progress(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Fraction of the run done, in [0, 1]: by iterations, or by wall-clock time when
+    ``time_limit_min`` is set, whichever is further (so a time-boxed run still decays its LR to the end)."""
+    frac = step / max(1, cfg.iters)
+    if cfg.time_limit_min:
+        frac = max(frac, elapsed_s / (60.0 * cfg.time_limit_min))
+    return min(frac, 1.0)
+
+
+def lr_factor(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Constant, then linear decay to ``min_lr_ratio`` at the end of the run (EfDeRain's schedule)."""
+    frac = schedule_progress(step, cfg, elapsed_s)
+    if frac < cfg.decay_start:
         return 1.0
-    frac = (step - start) / max(1, cfg.iters - start)
-    return max(cfg.min_lr_ratio, 1.0 - frac)
+    return max(cfg.min_lr_ratio, 1.0 - (frac - cfg.decay_start) / max(1e-9, 1.0 - cfg.decay_start))
 
 
 def _loss_on_outputs(loss_fn, outputs: tuple[torch.Tensor, ...], rainy: torch.Tensor,
@@ -143,11 +152,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     bar = tqdm(total=cfg.iters, initial=step, disable=not progress, desc=f"train {cfg.model}", unit="it")
     running, t0, losses = None, time.perf_counter(), []
     metrics = history[-1]["val"] if history else {}
-    while step < cfg.iters:
+    done = step >= cfg.iters
+    while not done:
         epoch, batch = next(batches)
         rain, clean = batch["rain"].to(device), batch["clean"].to(device)
         for group in optim.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, cfg)
+            group["lr"] = cfg.lr * lr_factor(step, cfg, time.perf_counter() - t0)
         loss = _loss_on_outputs(loss_fn, model.forward_train(rain), rain, clean)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
@@ -159,7 +169,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         bar.set_postfix(loss=f"{running:.4f}", lr=f"{optim.param_groups[0]['lr']:.2e}")
         bar.update()
-        if step % epoch_iters == 0 or step == cfg.iters:
+        done = schedule_progress(step, cfg, time.perf_counter() - t0) >= 1.0
+        if step % epoch_iters == 0 or done:
             metrics = validate(model, val_dir, device, cfg.val_limit)
             history.append({"step": step, "epoch": epoch, "loss": running, "val": metrics,
                             "elapsed_s": time.perf_counter() - t0})

@@ -27,6 +27,18 @@ def test_lr_schedule_constant_then_linear_to_zero():
     assert lr_factor(100, cfg) == pytest.approx(0.0)
 
 
+def test_time_limit_drives_schedule_and_stops_run(data_dir, tmp_path):
+    cfg = TrainConfig(model="efderain", data=".", out=".", iters=1000, decay_start=0.5, time_limit_min=1.0)
+    assert lr_factor(10, cfg, elapsed_s=15.0) == 1.0          # 25% of the time, 1% of the iterations
+    assert lr_factor(10, cfg, elapsed_s=45.0) == pytest.approx(0.5)
+    assert lr_factor(900, cfg, elapsed_s=0.0) == pytest.approx(0.2)  # iterations ahead of the clock
+    # A budget that is spent after the first step ends the run there, validated and checkpointed.
+    result = train(_config(data_dir, tmp_path, iters=10_000, time_limit_min=1e-6), progress=False)
+    assert len(result["losses"]) == 1
+    assert [h["step"] for h in json.loads((tmp_path / "history.json").read_text())] == [1]
+    assert read_sidecar(tmp_path / "last.safetensors")["step"] == 1
+
+
 def test_training_smoke_lowers_loss_and_writes_checkpoints(data_dir, tmp_path):
     result = train(_config(data_dir, tmp_path), progress=False)
     losses = result["losses"]
