@@ -1,5 +1,6 @@
 """GPU check of the CUDA kernels: correctness against the PyTorch operators and speed against the
-device's copy bandwidth (the kernels are memory bound, so a D2D copy is their practical roofline).
+device's copy bandwidth (the kernels are memory bound, so a D2D copy is their practical roofline) and
+against PyTorch implementations of the same operator.
 
     python benchmarks/gpu_check.py --out gpu_check.json
 
@@ -7,7 +8,13 @@ Needs an NVIDIA GPU visible to torch and nvcc (or --lib with a built libedge_der
 machine without a CUDA GPU it prints "no CUDA GPU" and exits 0. Exit status 1 when a check fails.
 
 Each entry of CHECKS is one operator: it returns a list of result rows (one per case) that the table
-and the JSON report share; a transposed-attention check is added by appending another Check.
+and the JSON report share.
+
+* dilation_filter: the fused kernel vs ``edge_derain.ops.dilation_filter`` (unfold + einsum).
+* transposed_attention: the four-stage kernel vs ``edge_derain.ops.transposed_attention`` (cuBLAS
+  Gram and apply GEMMs, FP32 math) for numerics and time, and vs the spec §2.5 decomposed chain
+  (``transposed_attention_reference``: normalise, MatMul, TopK masks, Softmax, MatMul) for time; at the
+  head sizes the models use (C_h 8-96) up to 1080p/2 (540x960), all four modes.
 """
 from __future__ import annotations
 
@@ -36,6 +43,23 @@ DEFAULT_CASES = (
     ((4, 3, 1080, 1920), DILATIONS),
 )
 TOLERANCES = {"float32": 1e-5, "float16": 1e-2}  # max |kernel - reference| / max |reference|
+# (N, heads, C_h, H, W, mode, top-k ratios): ELF / Restormer heads (C_h 8-96, dense), DDSA (dual, 0.7)
+# and DRSformer (multi, 1/2 2/3 3/4 4/5); odd sizes for the bounds, 540x960 = 1080p at half resolution.
+ATTENTION_CASES = (
+    (1, 1, 8, 67, 45, "dense", ()),
+    (2, 3, 12, 33, 71, "sparse", (0.5,)),
+    (1, 1, 8, 540, 960, "dense", ()),
+    (1, 2, 16, 540, 960, "dense", ()),
+    (1, 1, 32, 540, 960, "dense", ()),
+    (1, 1, 48, 540, 960, "dense", ()),
+    (1, 1, 96, 540, 960, "dense", ()),
+    (1, 8, 24, 270, 480, "dense", ()),
+    (1, 1, 48, 540, 960, "dual", (0.7,)),
+    (1, 2, 24, 540, 960, "dual", (0.7,)),
+    (1, 1, 48, 540, 960, "multi", (1 / 2, 2 / 3, 3 / 4, 4 / 5)),
+    (4, 1, 48, 270, 480, "dual", (0.7,)),
+)
+ATTENTION_TOLERANCES = {"float32": 1e-4, "float16": 5e-3}
 
 
 @dataclasses.dataclass
@@ -145,11 +169,84 @@ def dilation_filter_check(ctx: Context) -> list[dict]:
     return rows
 
 
-CHECKS = [Check("dilation_filter", dilation_filter_check)]
+def _attention_case(ctx: Context, case: tuple, dtype_name: str, gen) -> dict:
+    import torch
+
+    from edge_derain.engine import kernel_lib
+    from edge_derain.ops import topk_from_ratios, transposed_attention, transposed_attention_reference
+
+    n, heads, per_head, h, w, mode, ratios = case
+    c = heads * per_head
+    dtype = getattr(torch, dtype_name)
+    topk = topk_from_ratios(per_head, ratios) if ratios else None
+    q = torch.randn((n, c, h, w), device="cuda", generator=gen)
+    # k correlated with q and a wide temperature range: peaked, non-uniform attention rows.
+    k = 0.8 * q + 0.6 * torch.randn((n, c, h, w), device="cuda", generator=gen)
+    v = torch.randn((n, c, h, w), device="cuda", generator=gen)
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    temperature = torch.rand(heads, device="cuda", generator=gen) * 9 + 1
+    branches = {"dense": 1, "sparse": 1, "dual": 2}.get(mode, len(topk or ()))
+    weights = None if mode in ("dense", "sparse") else torch.rand(branches, device="cuda", generator=gen) + 0.25
+    out = torch.full_like(q, float("nan"))
+    workspace_size = kernel_lib.transposed_attention_workspace_size(n, c, h, w, heads)
+    workspace = torch.empty(workspace_size, dtype=torch.uint8, device="cuda")
+
+    def run_kernel(stream=None):
+        stream = stream if stream is not None else torch.cuda.current_stream()
+        kernel_lib.launch_transposed_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), temperature.data_ptr(),
+                                               None if weights is None else weights.data_ptr(), out.data_ptr(),
+                                               dtype_name, "float32", n, c, h, w, heads, mode, topk, 1e-12,
+                                               workspace.data_ptr(), workspace_size, stream.cuda_stream, lib=ctx.lib)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run_kernel(side)
+    side.synchronize()
+    expected = transposed_attention(q.float(), k.float(), v.float(), temperature, heads, mode, topk, weights)
+    rel_err = ((out.float() - expected).abs().max() / expected.abs().max()).item()
+    del expected
+
+    def args():
+        return (q, k, v, temperature, heads, mode, topk, weights)
+
+    kernel_ms = time_cuda_ms(run_kernel, ctx.warmup, ctx.iters)
+    torch_ms = time_cuda_ms(lambda: transposed_attention(*args()), ctx.warmup, ctx.iters)
+    chain_ms = time_cuda_ms(lambda: transposed_attention_reference(*args()), ctx.warmup, ctx.iters)
+    nbytes = 4 * q.numel() * q.element_size()  # q, k, v read once, the output written once
+    gbps = nbytes / (kernel_ms * 1e-3) / 1e9
+    tolerance = ATTENTION_TOLERANCES[dtype_name]
+    return dict(status="ok" if rel_err <= tolerance else "FAIL", rel_err=rel_err, tolerance=tolerance,
+                kernel_ms=kernel_ms, torch_ms=torch_ms, speedup=torch_ms / kernel_ms, chain_ms=chain_ms,
+                chain_speedup=chain_ms / kernel_ms, mbytes_per_call=nbytes / 1e6, gbps=gbps,
+                pct_of_copy=100 * gbps / ctx.copy_gbps, workspace_mb=workspace_size / 1e6)
+
+
+def transposed_attention_check(ctx: Context) -> list[dict]:
+    """The four-stage CUDA transposed attention against ``edge_derain.ops.transposed_attention``."""
+    import torch
+
+    rows = []
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for case in ATTENTION_CASES:
+        n, heads, per_head, h, w, mode, ratios = case
+        for dtype_name in ATTENTION_TOLERANCES:
+            row = {"case": f"{n}x{heads}x{per_head}x{h}x{w} {mode}", "dtype": dtype_name}
+            try:
+                row.update(_attention_case(ctx, case, dtype_name, gen))
+            except torch.cuda.OutOfMemoryError:
+                row["status"] = "skipped (out of GPU memory)"
+            torch.cuda.empty_cache()
+            rows.append(row)
+    return rows
+
+
+CHECKS = [Check("dilation_filter", dilation_filter_check), Check("transposed_attention", transposed_attention_check)]
 
 COLUMNS = (  # (row key, header, format)
     ("case", "case", "{}"), ("dtype", "dtype", "{}"), ("status", "status", "{}"), ("rel_err", "rel err", "{:.2e}"),
     ("kernel_ms", "kernel ms", "{:.4f}"), ("torch_ms", "torch ms", "{:.4f}"), ("speedup", "x torch", "{:.1f}"),
+    ("chain_ms", "chain ms", "{:.4f}"), ("chain_speedup", "x chain", "{:.1f}"),
     ("mbytes_per_call", "MB/call", "{:.1f}"), ("gbps", "GB/s", "{:.0f}"), ("pct_of_copy", "% copy", "{:.0f}"),
 )
 
@@ -181,7 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--lib", type=Path, help="use this built libedge_derain_kernels.so instead of compiling")
     parser.add_argument("--case", dest="cases", type=parse_case, action="append",
-                        help="NxCxHxW[:d1,d2,...] to run instead of the default cases (repeatable)")
+                        help="NxCxHxW[:d1,d2,...] dilation-filter case to run instead of the defaults (repeatable)")
+    parser.add_argument("--only", choices=[check.name for check in CHECKS], action="append",
+                        help="run only this check (repeatable); default: all")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=50)
     args = parser.parse_args(argv)
@@ -220,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         results = {}
         for check in CHECKS:
+            if args.only and check.name not in args.only:
+                continue
             rows = check.run(ctx)
             results[check.name] = rows
             print(f"\n{check.name}\n{format_table(rows)}")

@@ -358,8 +358,10 @@ def test_exit_description_names_the_signal():
 @needs_trt
 def test_register_python_plugins_is_idempotent():
     trt = _FLAVOUR.module
-    creator = python_plugins.register_python_plugins(trt)
-    assert python_plugins.register_python_plugins(trt) is creator
+    creators = python_plugins.register_python_plugins(trt)
+    assert python_plugins.register_python_plugins(trt) is creators
+    assert set(creators) == {"DilationFilter", "TransposedAttention"}
+    creator = creators["DilationFilter"]
     found = trt.get_plugin_registry().get_creator("DilationFilter", "1", "")
     assert found is not None and found.name == "DilationFilter"
     fields = trt.PluginFieldCollection([trt.PluginField("dilations", np.array([2, 4], dtype=np.int32),
@@ -386,7 +388,7 @@ def test_plugin_runtime_hands_tensorrt_pointers_to_kernel_lib(monkeypatch):
         d.dims, d.type, d.format = trt.Dims(list(shape)), dtype, trt.TensorFormat.LINEAR
         return d
 
-    plugin = python_plugins.plugin_classes(trt)[0]((1, 2))
+    plugin = python_plugins.plugin_classes(trt)["DilationFilter"][0]((1, 2))
     half = trt.DataType.HALF
     image, kernels, out = desc((2, 3, 8, 9), half), desc((2, 27, 8, 9), half), desc((2, 6, 8, 9), half)
     plugin.on_shape_change([image, kernels], [out])

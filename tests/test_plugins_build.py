@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from edge_derain.engine import kernel_lib
-from edge_derain.ops import dilation_filter_reference
+from edge_derain.ops import dilation_filter_reference, transposed_attention
 
 CUDA_ERROR_INVALID_VALUE = 1
 # One architecture per compile keeps this file fast; sm_87 is Jetson Orin (JetPack 6).
@@ -53,13 +53,14 @@ def lib(built_library):
     return kernel_lib.load_kernel_library(built_library["path"])
 
 
+@pytest.mark.parametrize("kernel", ["dilation_filter", "transposed_attention"])
 @pytest.mark.parametrize("arch", ["87", "86", "89", "90"])
-def test_kernels_compile_to_cubin(arch, tmp_path):
+def test_kernels_compile_to_cubin(arch, kernel, tmp_path):
     nvcc = _nvcc()
     root = kernel_lib.plugin_source_dir()
-    cubin = tmp_path / f"dilation_filter_sm_{arch}.cubin"
+    cubin = tmp_path / f"{kernel}_sm_{arch}.cubin"
     result = subprocess.run([str(nvcc), "-cubin", "-O3", "-std=c++17", f"-arch=sm_{arch}", "-I", str(root / "include"),
-                             str(root / "kernels" / "dilation_filter.cu"), "-o", str(cubin)],
+                             str(root / "kernels" / f"{kernel}.cu"), "-o", str(cubin)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert cubin.stat().st_size > 0
@@ -142,6 +143,107 @@ def test_host_path_matches_reference(lib, dtype, rtol, shape, dilations):
     scale = expected.abs().max().item()
     error = (out.double() - expected).abs().max().item()
     assert error <= rtol * scale, f"max error {error:.3g} vs scale {scale:.3g}"
+
+
+# ---- transposed attention: the kernels' host path against the PyTorch operator ----------------------
+
+ATTENTION_CASES = {
+    # name: (shape, num_heads, mode, topk) — head sizes the models use, odd spatial sizes, several splits
+    "dense-2heads": ((2, 16, 9, 13), 2, "dense", None),
+    "sparse": ((1, 12, 7, 5), 1, "sparse", [5]),
+    "dual-3heads": ((1, 24, 11, 10), 3, "dual", [5]),
+    "multi-48": ((1, 48, 6, 7), 1, "multi", [24, 32, 36, 38]),
+    "dense-96-split": ((1, 96, 40, 41), 1, "dense", None),  # 1640 positions: two split-K slices
+}
+
+
+def _attention_inputs(shape, num_heads, mode, topk, seed=11):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(shape, generator=gen) for _ in range(3))
+    temperature = torch.rand(num_heads, generator=gen) * 2 + 0.5
+    branches = {"dense": 1, "sparse": 1, "dual": 2}.get(mode, len(topk or ()))
+    weights = None if mode in ("dense", "sparse") else torch.rand(branches, generator=gen) + 0.25
+    return q, k, v, temperature, weights
+
+
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=list(ATTENTION_CASES))
+@pytest.mark.parametrize("dtype,param_dtype,atol", [(torch.float32, torch.float32, 2e-5),
+                                                    (torch.float16, torch.float16, 3e-3),
+                                                    (torch.float16, torch.float32, 3e-3)])
+def test_attention_host_path_matches_operator(lib, case, dtype, param_dtype, atol):
+    """The kernels' split-K sums, row selection and softmax, run on the CPU, against the PyTorch op."""
+    shape, heads, mode, topk = ATTENTION_CASES[case]
+    q, k, v, temperature, weights = _attention_inputs(shape, heads, mode, topk)
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    temperature = temperature.to(param_dtype)
+    weights = None if weights is None else weights.to(param_dtype)
+    out = kernel_lib.transposed_attention_host(q, k, v, temperature, heads, mode, topk, weights, lib=lib)
+    # The reference sees exactly the values the kernels read (FP16 parameters rounded), computed in FP64.
+    expected = transposed_attention(q.double(), k.double(), v.double(), temperature.double(), heads, mode, topk,
+                                    None if weights is None else weights.double())
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    scale = expected.abs().max().item()
+    error = (out.double() - expected).abs().max().item()
+    assert error <= atol * scale, f"max error {error:.3g} vs scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("topk", [3, 5])
+def test_attention_host_path_keeps_ties_at_the_threshold(lib, topk):
+    """Threshold semantics (spec §2.3): entries tied with the k-th largest are all kept.
+
+    Integer q and ±1 k rows make every Gram entry exact, and duplicated k rows make exact ties; the
+    torch operator (kthvalue threshold) is the reference, and a strict top-k (k entries only) differs.
+    """
+    gen = torch.Generator().manual_seed(5)
+    ch, length = 8, 16
+    q = torch.randint(-3, 4, (1, ch, 4, 4), generator=gen).float()
+    k = (torch.randint(0, 2, (1, ch // 2, 4, 4), generator=gen).float() * 2 - 1).repeat_interleave(2, dim=1)
+    v = torch.randn(1, ch, 4, 4, generator=gen)
+    temperature = torch.tensor([1.5])
+    out = kernel_lib.transposed_attention_host(q, k, v, temperature, 1, "sparse", [topk], lib=lib)
+    expected = transposed_attention(q, k, v, temperature, 1, "sparse", [topk])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # Each row's k-th largest value is tied with its duplicate, so at least one row keeps more than k.
+    scores = (q.reshape(ch, length) @ k.reshape(ch, length).T)
+    kept = (scores >= scores.topk(topk, dim=-1).values[:, -1:]).sum(dim=-1)
+    assert (kept > topk).any(), "the case must contain a tie at the threshold"
+
+
+def test_attention_workspace_size_mirror_matches_library(lib):
+    for n, c, h, w, heads in [(1, 48, 540, 960, 1), (2, 96, 8, 8, 2), (1, 8, 1, 1, 1), (4, 24, 33, 17, 3),
+                              (1, 128, 1080, 1920, 1), (3, 36, 64, 64, 6)]:
+        assert lib.edr_transposed_attention_workspace_size(n, c, h, w, heads) == \
+            kernel_lib.transposed_attention_workspace_size(n, c, h, w, heads), (n, c, h, w, heads)
+    assert lib.edr_transposed_attention_workspace_size(1, 10, 4, 4, 3) == 0  # C not divisible by heads
+
+
+@pytest.mark.parametrize("case", [
+    dict(q=None), dict(temperature=None), dict(c=20, heads=3), dict(c=258, heads=1), dict(mode=7),
+    dict(mode=0, topk=[2]), dict(mode=1, topk=[]), dict(mode=1, topk=[0]), dict(mode=1, topk=[9]),
+    dict(mode=2, topk=[4], weights=None), dict(mode=3, topk=list(range(1, 10))), dict(eps=0.0), dict(dtype=2),
+    dict(workspace_size=16),
+], ids=["null-q", "null-temperature", "c%heads", "ch>128", "bad-mode", "dense+topk", "sparse-no-topk", "topk=0",
+        "topk>ch", "dual-no-weights", "9-branches", "eps=0", "bad-dtype", "small-workspace"])
+def test_invalid_attention_calls_return_invalid_value(lib, case):
+    args = dict(q=FAKE, temperature=FAKE, weights=FAKE, dtype=0, c=8, heads=1, mode=0, topk=[], eps=1e-12,
+                workspace_size=1 << 30)
+    args.update(case)
+    topk = args["topk"]
+    array = (ctypes.c_int * max(len(topk), 1))(*topk)
+    status = lib.edr_transposed_attention(args["q"], FAKE, FAKE, args["temperature"], args["weights"], FAKE,
+                                          args["dtype"], 0, 1, args["c"], 4, 4, args["heads"], args["mode"], array,
+                                          len(topk), args["eps"], FAKE, args["workspace_size"], None)
+    assert status == CUDA_ERROR_INVALID_VALUE
+
+
+def test_attention_launch_wrapper_raises_one_line_error(lib):
+    with pytest.raises(RuntimeError, match=r"CUDA error 1 \(invalid argument\).*num_heads=3") as info:
+        kernel_lib.launch_transposed_attention(FAKE, FAKE, FAKE, FAKE, None, FAKE, "float32", "float32", 1, 20, 4, 4,
+                                               3, "dense", None, 1e-12, FAKE, 1 << 20, None, lib=lib)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="attention mode 'topk' is not supported"):
+        kernel_lib.launch_transposed_attention(FAKE, FAKE, FAKE, FAKE, None, FAKE, "float32", "float32", 1, 8, 4, 4,
+                                               1, "topk", [2], 1e-12, FAKE, 1 << 20, None, lib=lib)
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def _make_logger(trt):
 def _plugin_layers(trt, network) -> list[dict]:
     """Plugin layers of the parsed network: layer name, ONNX nodes, plugin name and version, and whether
     the plugin object is our Python plugin or comes from a (C++) plugin library."""
-    python_plugin = plugin_classes(trt)[0]
+    python_plugins = tuple(plugin for plugin, _ in plugin_classes(trt).values())
     out = []
     for index in range(network.num_layers):
         layer = network.get_layer(index)
@@ -57,7 +57,7 @@ def _plugin_layers(trt, network) -> list[dict]:
         out.append({"layer": layer.name, "onnx_nodes": list(onnx_nodes_of(layer.metadata)) or [layer.name],
                     "plugin": core.plugin_name, "version": core.plugin_version,
                     "namespace": core.plugin_namespace,
-                    "implementation": "python" if isinstance(layer.plugin, python_plugin) else "library"})
+                    "implementation": "python" if isinstance(layer.plugin, python_plugins) else "library"})
     return out
 
 

@@ -461,8 +461,8 @@ def find_plugin_library() -> Path | None:
 
 
 def load_plugin_library(trt, path: str | os.PathLike) -> Path:
-    """Load a plugin library into ``trt``'s registry (once per process) and check it provides DilationFilter."""
-    from .python_plugins import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+    """Load a plugin library into ``trt``'s registry (once per process) and check it provides our plugins."""
+    from .python_plugins import PLUGIN_NAMES, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
     path = Path(path).resolve()
     if not path.is_file():
@@ -476,9 +476,12 @@ def load_plugin_library(trt, path: str | os.PathLike) -> Path:
             raise TensorRTSetupError(f"{trt.__name__} could not load the plugin library {path} (its log says why); "
                                      "build it against the headers of the TensorRT in use")
         _LOADED_LIBRARIES[key] = handle
-        if registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None:
-            raise TensorRTSetupError(f"{path} loaded but registered no {PLUGIN_NAME} v{PLUGIN_VERSION} plugin "
-                                     "creator; is it the edge_derain plugin library?")
+        missing = [name for name in PLUGIN_NAMES
+                   if registry.get_creator(name, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None]
+        if missing:
+            raise TensorRTSetupError(f"{path} loaded but registered no {' / '.join(missing)} v{PLUGIN_VERSION} "
+                                     "plugin creator; rebuild the edge_derain plugin library from this checkout "
+                                     "(cmake --build build/plugins)")
     return path
 
 

@@ -94,6 +94,16 @@ def max_dilations() -> int:
     return int(_header_define("EDR_MAX_DILATIONS"))
 
 
+def max_head_channels() -> int:
+    """``EDR_MAX_HEAD_CHANNELS``: the most channels per head the attention kernels accept."""
+    return int(_header_define("EDR_MAX_HEAD_CHANNELS"))
+
+
+def max_attention_branches() -> int:
+    """``EDR_MAX_ATTENTION_BRANCHES``: the most attention branches (dense + sparse) per call."""
+    return int(_header_define("EDR_MAX_ATTENTION_BRANCHES"))
+
+
 def _normalize_arch(arch: str | int) -> str:
     digits = str(arch).lower().removeprefix("sm_").removeprefix("compute_").replace(".", "")
     if not digits.isdigit() or len(digits) < 2:
@@ -209,6 +219,15 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.edr_dilation_filter.restype = ctypes.c_int
     lib.edr_dilation_filter_host.argtypes = [*buffers, *sizes, *dilations]
     lib.edr_dilation_filter_host.restype = ctypes.c_int
+    attention = [ctypes.c_void_p] * 6  # q, k, v, temperature, branch_weights, output
+    attention += [ctypes.c_int] * 8     # dtype, param_dtype, n, c, h, w, num_heads, mode
+    attention += [ctypes.POINTER(ctypes.c_int), ctypes.c_int, ctypes.c_float]  # topk, num_topk, eps
+    lib.edr_transposed_attention.argtypes = [*attention, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    lib.edr_transposed_attention.restype = ctypes.c_int
+    lib.edr_transposed_attention_host.argtypes = attention
+    lib.edr_transposed_attention_host.restype = ctypes.c_int
+    lib.edr_transposed_attention_workspace_size.argtypes = [ctypes.c_int] * 5
+    lib.edr_transposed_attention_workspace_size.restype = ctypes.c_size_t
     lib.edr_kernels_version.argtypes = []
     lib.edr_kernels_version.restype = ctypes.c_char_p
     lib.edr_error_string.argtypes = [ctypes.c_int]
@@ -264,3 +283,87 @@ def launch_dilation_filter(image_ptr: int, kernels_ptr: int, out_ptr: int, dtype
         raise RuntimeError(f"edr_dilation_filter failed: CUDA error {status} ({message}) for dtype={dtype_name} "
                            f"n={n} c={c} h={h} w={w} dilations={tuple(values)}; pointers must be non-null device "
                            f"buffers, sizes positive, 1..{max_dilations()} dilations each >= 1")
+
+
+ATTENTION_MODES = {"dense": 0, "sparse": 1, "dual": 2, "multi": 3}  # edr_attention_mode
+# The kernels' launch geometry (plugins/kernels/transposed_attention.cu, make_geometry), mirrored so that
+# engine builders size the plugin workspace without loading the compiled library, which build machines
+# may lack; tests/test_plugins_build.py checks the two agree.
+_MIN_SPLIT_POSITIONS, _TARGET_BLOCKS, _MAX_SPLITS, _ALIGN_FLOATS = 1024, 512, 256, 64
+
+
+def transposed_attention_workspace_size(n: int, c: int, h: int, w: int, num_heads: int) -> int:
+    """Bytes of device workspace ``edr_transposed_attention`` needs for these dims (0 if they are invalid)."""
+    if min(n, c, h, w, num_heads) <= 0 or c % num_heads:
+        return 0
+    def align(x: int) -> int:
+        return -(-x // _ALIGN_FLOATS) * _ALIGN_FLOATS
+    pairs, ch, length = n * num_heads, c // num_heads, h * w
+    ch4 = -(-ch // 4) * 4
+    splits = max(1, min(-(-length // _MIN_SPLIT_POSITIONS), -(-_TARGET_BLOCKS // pairs), _MAX_SPLITS))
+    stats = ch * ch + 2 * ch
+    return 4 * (align(pairs * splits * stats) + align(pairs * stats) + align(pairs * ch * ch4))
+
+
+def _attention_codes(dtype, param_dtype, mode: str, topk: Sequence[int] | None):
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"attention mode {mode!r} is not supported; use one of {sorted(ATTENTION_MODES)}")
+    values = [int(t) for t in topk or ()]
+    return _dtype_code(dtype), _dtype_code(param_dtype), ATTENTION_MODES[mode], values, \
+        (ctypes.c_int * max(len(values), 1))(*values)
+
+
+def launch_transposed_attention(q_ptr: int, k_ptr: int, v_ptr: int, temperature_ptr: int,
+                                branch_weights_ptr: int | None, out_ptr: int, dtype: int | str,
+                                param_dtype: int | str, n: int, c: int, h: int, w: int, num_heads: int, mode: str,
+                                topk: Sequence[int] | None, eps: float, workspace_ptr: int, workspace_size: int,
+                                stream_handle: int | None = None, lib: ctypes.CDLL | None = None) -> None:
+    """Enqueue the transposed attention on ``stream_handle`` (a cudaStream_t as int; None/0 = default).
+
+    q, k, v, out: device addresses of contiguous (n, c, h, w) buffers of ``dtype``; temperature (num_heads,)
+    and branch_weights (one per branch, or None = weight 1 for dense/sparse) of ``param_dtype``;
+    ``mode`` one of ATTENTION_MODES; ``workspace_ptr`` device memory of at least
+    :func:`transposed_attention_workspace_size` bytes. Raises RuntimeError naming the CUDA error.
+    """
+    lib = lib if lib is not None else load_kernel_library()
+    code, param_code, mode_code, values, array = _attention_codes(dtype, param_dtype, mode, topk)
+    status = lib.edr_transposed_attention(q_ptr, k_ptr, v_ptr, temperature_ptr, branch_weights_ptr, out_ptr, code,
+                                          param_code, n, c, h, w, num_heads, mode_code, array, len(values),
+                                          float(eps), workspace_ptr, workspace_size, stream_handle)
+    if status != 0:
+        message = lib.edr_error_string(status).decode()
+        raise RuntimeError(f"edr_transposed_attention failed: CUDA error {status} ({message}) for n={n} c={c} h={h} "
+                           f"w={w} num_heads={num_heads} mode={mode} topk={values} workspace={workspace_size} B; "
+                           f"pointers must be device buffers, C divisible by num_heads with at most "
+                           f"{max_head_channels()} channels per head, topk in [1, C/num_heads], the workspace at "
+                           f"least {transposed_attention_workspace_size(n, c, h, w, num_heads)} B")
+
+
+def transposed_attention_host(q, k, v, temperature, num_heads: int, mode: str = "dense",
+                              topk: Sequence[int] | None = None, branch_weights=None, eps: float = 1e-12,
+                              lib: ctypes.CDLL | None = None):
+    """Run the kernels' host path on contiguous CPU torch tensors (float32/float16); returns the output.
+
+    For verification on machines without a GPU; slow.
+    """
+    import torch
+
+    lib = lib if lib is not None else load_kernel_library()
+    names = {torch.float32: "float32", torch.float16: "float16"}
+    if q.dtype not in names or temperature.dtype not in names:
+        raise ValueError(f"host attention takes float32/float16 tensors, got {q.dtype} and {temperature.dtype}")
+    tensors = [t.contiguous() for t in (q, k, v, temperature)]
+    weights = None if branch_weights is None else branch_weights.to(temperature.dtype).contiguous()
+    out = torch.empty_like(tensors[0])
+    code, param_code, mode_code, values, array = _attention_codes(names[q.dtype], names[temperature.dtype], mode,
+                                                                  topk)
+    n, c, h, w = q.shape
+    status = lib.edr_transposed_attention_host(*(t.data_ptr() for t in tensors),
+                                               None if weights is None else weights.data_ptr(), out.data_ptr(),
+                                               code, param_code, n, c, h, w, num_heads, mode_code, array,
+                                               len(values), float(eps))
+    if status != 0:
+        raise RuntimeError(f"edr_transposed_attention_host rejected the call (CUDA error {status}, "
+                           f"{lib.edr_error_string(status).decode()}) for shape {tuple(q.shape)} num_heads={num_heads} "
+                           f"mode={mode} topk={values}")
+    return out

@@ -1,17 +1,20 @@
-"""Python IPluginV3 implementation of custom operator A, the pixel-wise dilation filter (spec §1).
+"""Python IPluginV3 implementations of our two custom operators (spec §1, §2).
 
-The ONNX exporter emits the operator as a node ``DilationFilter`` (domain ``edge_derain``) with inputs
-``image`` (N, C, H, W) and ``kernels`` (N, 9·C, H, W), one output (N, C·D, H, W) and the attributes
-``dilations``, ``plugin_version = "1"`` and ``plugin_namespace = ""``. TensorRT's ONNX parser maps such
-a node to the plugin creator registered under the same name, version and namespace, passing the
-remaining attributes as plugin fields.
+The ONNX exporter emits each operator as one node in domain ``edge_derain`` with the attributes
+``plugin_version = "1"`` and ``plugin_namespace = ""``; TensorRT's ONNX parser maps it to the plugin
+creator registered under the same name, version and namespace, passing the other attributes as fields:
 
-The plugin builds on a CPU-only machine: nothing here touches CUDA until ``enqueue``, which hands the
-device pointers to ``edge_derain.engine.kernel_lib`` (imported on the first call only).
+* ``DilationFilter(image (N, C, H, W), kernels (N, 9·C, H, W)) -> (N, C·D, H, W)``, field ``dilations``;
+* ``TransposedAttention(q, k, v (N, C, H, W), temperature (heads,)[, branch_weights (branches,)])
+  -> (N, C, H, W)``, fields ``num_heads``, ``mode`` (string), ``topk`` (ints), ``eps``.
+
+The plugins build on a CPU-only machine: nothing here touches CUDA until ``enqueue``, which hands the
+device pointers to ``edge_derain.engine.kernel_lib`` (whose compiled library is loaded on the first
+call only; its pure-Python workspace sizing is used at build time).
 
 The classes derive from the TensorRT module that is in use (``tensorrt`` or ``tensorrt_rtx``), so they
-are created per module by :func:`plugin_classes`; ``DilationFilterPlugin`` and
-``DilationFilterPluginCreator`` as module attributes resolve to the classes of the detected flavour.
+are created per module by :func:`plugin_classes`; ``DilationFilterPlugin``, ``TransposedAttentionPlugin``
+and their ``...Creator`` names as module attributes resolve to the classes of the detected flavour.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import importlib
 import importlib.util
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -28,10 +32,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PLUGIN_NAME = "DilationFilter"
+DILATION_FILTER = "DilationFilter"
+TRANSPOSED_ATTENTION = "TransposedAttention"
+PLUGIN_NAMES = (DILATION_FILTER, TRANSPOSED_ATTENTION)
 PLUGIN_VERSION = "1"
 PLUGIN_NAMESPACE = ""
 DEFAULT_DILATIONS = (1, 2, 3, 4)
+ATTENTION_MODES = ("dense", "sparse", "dual", "multi")
 TAPS = 9  # 3×3 kernel per colour plane and pixel
 # ONNX attributes the parser uses to find the creator; some parser versions pass them on as fields.
 _LOOKUP_FIELDS = {"plugin_version", "plugin_namespace"}
@@ -40,9 +47,9 @@ _LOOKUP_FIELDS = {"plugin_version", "plugin_namespace"}
 #: ("Could not create the plugin", "output shape computation failed"), so the builder adds these.
 plugin_errors: list[str] = []
 
-_CLASSES: dict[str, tuple[type, type]] = {}
+_CLASSES: dict[str, dict[str, tuple[type, type]]] = {}
 # Registered creators, kept alive here: TensorRT holds only a raw pointer to a Python creator.
-_CREATORS: dict[str, object] = {}
+_CREATORS: dict[str, dict[str, object]] = {}
 
 
 def validate_dilations(dilations: Iterable) -> tuple[int, ...]:
@@ -83,7 +90,104 @@ def check_runtime_shapes(image: Sequence[int], kernels: Sequence[int]) -> None:
                          f"{(image[0], image[2], image[3])}; the KPN output must be at input resolution")
 
 
-def _define_classes(trt) -> tuple[type, type]:
+@dataclass(frozen=True)
+class AttentionConfig:
+    """The TransposedAttention node's attributes, validated (spec §2.2)."""
+    num_heads: int
+    mode: str = "dense"
+    topk: tuple[int, ...] = ()
+    eps: float = 1e-12
+
+    def __post_init__(self):
+        if self.num_heads < 1:
+            raise ValueError(f"TransposedAttention num_heads must be >= 1, got {self.num_heads}; "
+                             "export the block's head count")
+        if self.mode not in ATTENTION_MODES:
+            raise ValueError(f"TransposedAttention mode {self.mode!r} is unknown; use one of "
+                             f"{', '.join(ATTENTION_MODES)}")
+        expected = {"dense": "no", "sparse": "exactly one", "dual": "exactly one", "multi": "1 or more"}[self.mode]
+        count = len(self.topk)
+        if (self.mode == "dense" and count) or (self.mode in ("sparse", "dual") and count != 1) or \
+                (self.mode == "multi" and count == 0):
+            raise ValueError(f"TransposedAttention mode {self.mode!r} takes {expected} topk values, got "
+                             f"{list(self.topk)}; re-export the model")
+        if any(t < 1 for t in self.topk):
+            raise ValueError(f"TransposedAttention topk values must be >= 1, got {list(self.topk)}")
+        if not self.eps > 0:
+            raise ValueError(f"TransposedAttention eps must be positive, got {self.eps}; the default is 1e-12")
+        # The kernels take eps as a float32, and so does the serialized field: one value everywhere.
+        object.__setattr__(self, "eps", float(np.float32(self.eps)))
+
+    @property
+    def num_branches(self) -> int:
+        return {"dense": 1, "sparse": 1, "dual": 2}.get(self.mode, len(self.topk))
+
+    @property
+    def needs_weights(self) -> bool:
+        return self.mode in ("dual", "multi")
+
+
+def _field_text(data) -> str:
+    """A CHAR plugin field as str (the parser passes the ONNX string as bytes, maybe NUL-terminated)."""
+    if isinstance(data, str):
+        return data
+    raw = bytes(data) if isinstance(data, (bytes, bytearray)) else np.asarray(data).reshape(-1).astype(np.uint8).tobytes()
+    return raw.split(b"\0", 1)[0].decode()
+
+
+def attention_config_from_fields(fields: Iterable) -> AttentionConfig:
+    """Plugin fields (name, data) from the ONNX node -> validated AttentionConfig."""
+    values: dict = {}
+    for f in fields:
+        if f.name == "num_heads":
+            values["num_heads"] = int(np.asarray(f.data).reshape(-1)[0])
+        elif f.name == "mode":
+            values["mode"] = _field_text(f.data)
+        elif f.name == "topk":
+            values["topk"] = tuple(int(t) for t in np.asarray(f.data).reshape(-1))
+        elif f.name == "eps":
+            values["eps"] = float(np.asarray(f.data).reshape(-1)[0])
+        elif f.name not in _LOOKUP_FIELDS:
+            raise ValueError(f"TransposedAttention node has unknown attribute {f.name!r}; it takes num_heads, mode, "
+                             "topk and eps (plus plugin_version / plugin_namespace)")
+    if "num_heads" not in values:
+        raise ValueError("TransposedAttention node has no num_heads attribute; re-export the model")
+    return AttentionConfig(**values)
+
+
+def check_attention_channels(config: AttentionConfig, channels: int | None) -> None:
+    """C must split into num_heads heads of at most EDR_MAX_HEAD_CHANNELS, each >= every topk."""
+    if channels is None:
+        return
+    from . import kernel_lib  # pure Python here: reads the header, loads no library
+
+    if channels % config.num_heads:
+        raise ValueError(f"TransposedAttention has {channels} channels, not divisible by num_heads="
+                         f"{config.num_heads}; the block's dim must be a multiple of its head count")
+    per_head, limit = channels // config.num_heads, kernel_lib.max_head_channels()
+    if per_head > limit:
+        raise ValueError(f"TransposedAttention has {per_head} channels per head, more than the plugin's {limit}; "
+                         "use more heads or export the portable graph (--portable)")
+    if any(t > per_head for t in config.topk):
+        raise ValueError(f"TransposedAttention topk {list(config.topk)} exceeds the {per_head} channels per head; "
+                         "compute topk with topk_from_ratios(C_h, ratios)")
+
+
+def check_attention_runtime_shapes(config: AttentionConfig, shapes: Sequence[Sequence[int]]) -> None:
+    q = tuple(shapes[0])
+    if len(q) != 4 or any(tuple(s) != q for s in shapes[1:3]):
+        raise ValueError(f"TransposedAttention q, k, v must be equal 4-D NCHW shapes, got "
+                         f"{[tuple(s) for s in shapes[:3]]}")
+    check_attention_channels(config, q[1])
+    if tuple(shapes[3]) != (config.num_heads,):
+        raise ValueError(f"TransposedAttention temperature has shape {tuple(shapes[3])}, expected "
+                         f"({config.num_heads},): one value per head")
+    if len(shapes) > 4 and tuple(shapes[4]) != (config.num_branches,):
+        raise ValueError(f"TransposedAttention branch_weights have shape {tuple(shapes[4])}, expected "
+                         f"({config.num_branches},) for mode {config.mode!r}")
+
+
+def _dilation_filter_classes(trt) -> tuple[type, type]:
     linear = trt.TensorFormat.LINEAR
     float_types = (trt.DataType.FLOAT, trt.DataType.HALF)
 
@@ -94,7 +198,7 @@ def _define_classes(trt) -> tuple[type, type]:
             trt.IPluginV3OneCore.__init__(self)
             trt.IPluginV3OneBuild.__init__(self)
             trt.IPluginV3OneRuntime.__init__(self)
-            self.plugin_name = PLUGIN_NAME
+            self.plugin_name = DILATION_FILTER
             self.plugin_version = PLUGIN_VERSION
             self.plugin_namespace = PLUGIN_NAMESPACE
             self.num_outputs = 1
@@ -177,7 +281,7 @@ def _define_classes(trt) -> tuple[type, type]:
     class DilationFilterPluginCreator(trt.IPluginCreatorV3One):
         def __init__(self):
             trt.IPluginCreatorV3One.__init__(self)
-            self.name = PLUGIN_NAME
+            self.name = DILATION_FILTER
             self.plugin_version = PLUGIN_VERSION
             self.plugin_namespace = PLUGIN_NAMESPACE
             self.field_names = trt.PluginFieldCollection([
@@ -187,25 +291,158 @@ def _define_classes(trt) -> tuple[type, type]:
             try:
                 return DilationFilterPlugin(dilations_from_fields(field_collection))
             except Exception as exc:
-                plugin_errors.append(f"{name or PLUGIN_NAME}: {exc}")
+                plugin_errors.append(f"{name or DILATION_FILTER}: {exc}")
                 raise
 
     return DilationFilterPlugin, DilationFilterPluginCreator
 
 
-def plugin_classes(trt) -> tuple[type, type]:
-    """(DilationFilterPlugin, DilationFilterPluginCreator) deriving from this TensorRT module's bases."""
+def _transposed_attention_classes(trt) -> tuple[type, type]:
+    linear = trt.TensorFormat.LINEAR
+    float_types = (trt.DataType.FLOAT, trt.DataType.HALF)
+
+    def kernel_dtype(dtype) -> int:
+        return 0 if dtype == trt.DataType.FLOAT else 1  # kernel_lib's EDR_FLOAT32 / EDR_FLOAT16
+
+    class TransposedAttentionPlugin(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild,
+                                    trt.IPluginV3OneRuntime):
+        def __init__(self, config: AttentionConfig):
+            trt.IPluginV3.__init__(self)
+            trt.IPluginV3OneCore.__init__(self)
+            trt.IPluginV3OneBuild.__init__(self)
+            trt.IPluginV3OneRuntime.__init__(self)
+            self.plugin_name = TRANSPOSED_ATTENTION
+            self.plugin_version = PLUGIN_VERSION
+            self.plugin_namespace = PLUGIN_NAMESPACE
+            self.num_outputs = 1
+            self.config = config
+            self._launch = None  # bound on the first enqueue
+
+        # --- core -----------------------------------------------------------------------------
+        def get_capability_interface(self, capability_type):
+            return self
+
+        def clone(self):
+            return TransposedAttentionPlugin(self.config)
+
+        # --- build ----------------------------------------------------------------------------
+        def get_output_data_types(self, input_types):
+            if len(set(input_types[:3])) != 1 or len(set(input_types[3:])) > 1:
+                message = (f"TransposedAttention q, k, v must share one dtype and temperature / branch_weights "
+                           f"another, got {[t.name for t in input_types]}; cast them in the ONNX")
+                plugin_errors.append(message)
+                raise ValueError(message)
+            return [input_types[0]]
+
+        def get_output_shapes(self, inputs, shape_inputs, expr_builder):
+            # Raising here is safe: the parser turns it into an "invalid node" error.
+            try:
+                wanted = "4 or 5" if not self.config.needs_weights else "5"
+                if len(inputs) not in ((5,) if self.config.needs_weights else (4, 5)):
+                    raise ValueError(f"TransposedAttention mode {self.config.mode!r} takes {wanted} inputs "
+                                     f"(q, k, v, temperature, branch_weights), got {len(inputs)}")
+                if any(len(x) != 4 for x in inputs[:3]):
+                    raise ValueError("TransposedAttention q, k and v must be 4-D NCHW")
+                channels = inputs[0][1]
+                check_attention_channels(self.config,
+                                         channels.get_constant_value() if channels.is_constant() else None)
+            except ValueError as exc:
+                plugin_errors.append(str(exc))
+                raise
+            return [trt.DimsExprs(inputs[0])]
+
+        def supports_format_combination(self, pos, in_out, num_inputs):
+            # An exception escaping this callback aborts the process in some TensorRT versions.
+            try:
+                desc = in_out[pos].desc
+                if desc.format != linear or desc.type not in float_types:
+                    return False
+                if pos < 3 or pos == num_inputs:  # q, k, v and the output: one data type
+                    return desc.type == in_out[0].desc.type
+                return pos == 3 or desc.type == in_out[3].desc.type  # the parameters: another one
+            except Exception:  # log and decline instead of letting it escape (see above)
+                log.exception("TransposedAttention.supports_format_combination failed at position %s", pos)
+                return False
+
+        def configure_plugin(self, inputs, outputs):
+            return None  # shapes are checked in get_output_shapes / on_shape_change (raising here aborts)
+
+        def get_workspace_size(self, inputs, outputs):
+            from . import kernel_lib  # pure Python sizing: build machines need no compiled kernels
+
+            n, c, h, w = (int(v) for v in inputs[0].max)
+            return kernel_lib.transposed_attention_workspace_size(n, c, h, w, self.config.num_heads)
+
+        # --- runtime --------------------------------------------------------------------------
+        def get_fields_to_serialize(self):
+            config = self.config
+            return trt.PluginFieldCollection([
+                trt.PluginField("num_heads", np.asarray([config.num_heads], dtype=np.int32),
+                                trt.PluginFieldType.INT32),
+                trt.PluginField("mode", np.frombuffer(config.mode.encode(), dtype=np.int8).copy(),
+                                trt.PluginFieldType.CHAR),
+                trt.PluginField("topk", np.asarray(config.topk, dtype=np.int32), trt.PluginFieldType.INT32),
+                trt.PluginField("eps", np.asarray([config.eps], dtype=np.float32), trt.PluginFieldType.FLOAT32)])
+
+        def on_shape_change(self, inputs, outputs):
+            check_attention_runtime_shapes(self.config, [tuple(x.dims) for x in inputs])
+
+        def attach_to_context(self, context):
+            return self.clone()
+
+        def set_tactic(self, tactic):
+            return None  # no tactics are offered
+
+        def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
+            from . import kernel_lib
+
+            if self._launch is None:
+                self._launch = functools.partial(kernel_lib.launch_transposed_attention,
+                                                 lib=kernel_lib.load_kernel_library())
+            n, c, h, w = (int(v) for v in input_desc[0].dims)
+            config = self.config
+            weights = int(inputs[4]) if len(inputs) > 4 else None
+            size = kernel_lib.transposed_attention_workspace_size(n, c, h, w, config.num_heads)
+            self._launch(int(inputs[0]), int(inputs[1]), int(inputs[2]), int(inputs[3]), weights, int(outputs[0]),
+                         kernel_dtype(input_desc[0].type), kernel_dtype(input_desc[3].type), n, c, h, w,
+                         config.num_heads, config.mode, config.topk, config.eps, int(workspace), size, int(stream))
+
+    class TransposedAttentionPluginCreator(trt.IPluginCreatorV3One):
+        def __init__(self):
+            trt.IPluginCreatorV3One.__init__(self)
+            self.name = TRANSPOSED_ATTENTION
+            self.plugin_version = PLUGIN_VERSION
+            self.plugin_namespace = PLUGIN_NAMESPACE
+            self.field_names = trt.PluginFieldCollection([
+                trt.PluginField("num_heads", np.array([], dtype=np.int32), trt.PluginFieldType.INT32),
+                trt.PluginField("mode", np.array([], dtype=np.int8), trt.PluginFieldType.CHAR),
+                trt.PluginField("topk", np.array([], dtype=np.int32), trt.PluginFieldType.INT32),
+                trt.PluginField("eps", np.array([], dtype=np.float32), trt.PluginFieldType.FLOAT32)])
+
+        def create_plugin(self, name, field_collection, phase):
+            try:
+                return TransposedAttentionPlugin(attention_config_from_fields(field_collection))
+            except Exception as exc:
+                plugin_errors.append(f"{name or TRANSPOSED_ATTENTION}: {exc}")
+                raise
+
+    return TransposedAttentionPlugin, TransposedAttentionPluginCreator
+
+
+def plugin_classes(trt) -> dict[str, tuple[type, type]]:
+    """{plugin name: (plugin class, creator class)}, deriving from this TensorRT module's bases."""
     key = trt.__name__
     if key not in _CLASSES:
-        _CLASSES[key] = _define_classes(trt)
+        _CLASSES[key] = {DILATION_FILTER: _dilation_filter_classes(trt),
+                         TRANSPOSED_ATTENTION: _transposed_attention_classes(trt)}
     return _CLASSES[key]
 
 
-def register_python_plugins(trt=None):
-    """Register the DilationFilter creator with ``trt``'s plugin registry (idempotent); return the creator.
+def register_python_plugins(trt=None) -> dict[str, object]:
+    """Register our plugin creators with ``trt``'s plugin registry (idempotent); return {name: creator}.
 
-    ``trt`` defaults to the detected flavour's module. When another library (the C++ plugin) already
-    registered DilationFilter v1 in the same namespace, that creator is kept and returned.
+    ``trt`` defaults to the detected flavour's module. Where another library (the C++ plugins) already
+    registered a plugin of the same name, version 1 and namespace, that creator is kept and returned.
     """
     if trt is None:
         from .flavour import detect_tensorrt
@@ -213,20 +450,22 @@ def register_python_plugins(trt=None):
     key = trt.__name__
     if key not in _CREATORS:
         registry = trt.get_plugin_registry()
-        creator = plugin_classes(trt)[1]()
-        if not registry.register_creator(creator, PLUGIN_NAMESPACE):
-            creator = registry.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)
-            if creator is None:
-                from .flavour import TensorRTSetupError
-                raise TensorRTSetupError(f"{trt.__name__} refused to register the {PLUGIN_NAME} plugin creator")
-            log.info("%s v%s is already registered by another library; using that creator",
-                     PLUGIN_NAME, PLUGIN_VERSION)
-        _CREATORS[key] = creator
+        creators = {}
+        for name, (_, creator_class) in plugin_classes(trt).items():
+            creator = creator_class()
+            if not registry.register_creator(creator, PLUGIN_NAMESPACE):
+                creator = registry.get_creator(name, PLUGIN_VERSION, PLUGIN_NAMESPACE)
+                if creator is None:
+                    from .flavour import TensorRTSetupError
+                    raise TensorRTSetupError(f"{trt.__name__} refused to register the {name} plugin creator")
+                log.info("%s v%s is already registered by another library; using that creator", name, PLUGIN_VERSION)
+            creators[name] = creator
+        _CREATORS[key] = creators
     return _CREATORS[key]
 
 
 def plugin_fingerprint() -> dict:
-    """What an engine's plugin layers depend on: plugin identity, this file, and the CUDA kernels.
+    """What an engine's plugin layers depend on: plugin identities, this file, and the CUDA kernels.
 
     The kernel fields are None when ``kernel_lib`` is not part of this installation.
     """
@@ -236,9 +475,7 @@ def plugin_fingerprint() -> dict:
         kernels_hash = kernel_lib.kernel_sources_hash()
         kernels_version = kernel_lib.kernels_version()
     return {
-        "name": PLUGIN_NAME,
-        "version": PLUGIN_VERSION,
-        "namespace": PLUGIN_NAMESPACE,
+        "plugins": [f"{name}/{PLUGIN_VERSION}@{PLUGIN_NAMESPACE}" for name in PLUGIN_NAMES],
         "python_plugin_sha256": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
         "kernels_sha256": kernels_hash,
         "kernels_version": kernels_version,
@@ -250,8 +487,8 @@ def plugin_hash() -> str:
 
 
 def __getattr__(name: str):
-    index = {"DilationFilterPlugin": 0, "DilationFilterPluginCreator": 1}.get(name)
-    if index is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from .flavour import detect_tensorrt
-    return plugin_classes(detect_tensorrt().module)[index]
+    for plugin in PLUGIN_NAMES:
+        if name in (f"{plugin}Plugin", f"{plugin}PluginCreator"):
+            from .flavour import detect_tensorrt
+            return plugin_classes(detect_tensorrt().module)[plugin][name.endswith("Creator")]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,6 +15,7 @@
 // the 9 kernel planes and of each image row it touches, and writes 32 consecutive outputs per plane.
 
 #include "edge_derain/kernels.h"
+#include "common.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -22,6 +23,9 @@
 #include <cstdint>
 
 namespace {
+
+using edr::from_float;
+using edr::to_float;
 
 // Passed to the kernel by value (lives in the constant parameter bank), so launches need no device
 // allocation or host-to-device copy for the dilation list.
@@ -47,16 +51,6 @@ __host__ __device__ __forceinline__ PlaneView plane_view(int64_t plane, int chan
     view.output = (n * channels * num_dilations + c) * plane_size;
     return view;
 }
-
-__host__ __device__ __forceinline__ float to_float(float v) { return v; }
-__host__ __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-
-template <typename T>
-__host__ __device__ __forceinline__ T from_float(float v);
-template <>
-__host__ __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__host__ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 
 // The whole per-pixel computation, shared by the CUDA kernel and the host path.
 template <typename T>

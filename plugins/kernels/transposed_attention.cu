@@ -1,0 +1,647 @@
+// Transposed (channel) attention (MODELS_SPEC section 2) behind the C API of edge_derain/kernels.h.
+//
+// Four launches per call, each over the N*heads (batch item, head) pairs "nh", with L = H*W:
+//   1. gram_partials   split-K over L: block (split, nh) accumulates, over its slice of L, the C_h x C_h
+//                      Gram matrix q k^T and the squared row norms of q and k in FP32 registers. 32-position
+//                      tiles of q and k are staged in shared memory as FP32 (FP16 inputs are widened on
+//                      load: the sums of squares of 1080p-sized rows overflow FP16, spec section 2.4). Each
+//                      thread owns 4x4 micro-tiles of the Gram matrix, so per position it does two float4
+//                      shared loads for 16 FMAs.
+//   2. reduce_partials sums the splits' partials in a fixed order: deterministic, no atomics.
+//   3. attention_rows  one warp per query row: logits, each sparse branch's threshold (the k-th largest,
+//                      ties kept), masked softmax, weighted sum of the branches -> A (C_h x C_h, FP32).
+//   4. apply_attention out = A v with A in shared memory and v streamed once, coalesced along L.
+//
+// Traffic: q and k are read once (stage 1), v once and the output written once (stage 4): four passes
+// over N*C*L elements, the minimum for an operator whose softmax needs all of L before any output
+// exists; the small stages move O(N * heads * C_h^2 * splits) floats. The decomposed ONNX chain
+// (spec section 2.5) adds a pass for normalising q and k and materialises them in FP32.
+
+#include "edge_derain/kernels.h"
+#include "common.cuh"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+using edr::from_float;
+using edr::to_float;
+
+constexpr int kMaxCh = EDR_MAX_HEAD_CHANNELS;
+constexpr int kMaxBranches = EDR_MAX_ATTENTION_BRANCHES;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTileL = 32;                // positions per shared-memory tile in stage 1
+constexpr int kMicro = 4;                 // Gram micro-tile edge
+constexpr int kMaxMicroSlots = (kMaxCh / kMicro) * (kMaxCh / kMicro) / kThreads;
+constexpr int kApplyPositions = 64;       // positions per block-iteration in stage 4
+constexpr int kApplyGroups = kThreads / kApplyPositions;
+constexpr int kMaxApplyRows = kMaxCh / kApplyGroups;
+constexpr int kMinSplitPositions = 1024;  // below this a split's partial costs more than it saves
+constexpr int kTargetBlocks = 512;        // ~4 blocks per SM on the largest GPUs
+constexpr int kMaxSplits = 256;
+constexpr int kMaxGridY = 65535;
+constexpr int64_t kAlignFloats = 64;      // 256-byte alignment of each workspace region
+
+static_assert(kMaxCh % kMicro == 0 && 2 * kMaxCh <= kThreads, "row norms use one thread per q or k row");
+static_assert(kMaxCh / 32 * 32 == kMaxCh, "attention rows are spread over the 32 lanes of a warp");
+
+// Branches in summation order; topk 0 marks the dense branch.
+struct Branches {
+    int count;
+    int topk[kMaxBranches];
+};
+
+// Sizes and workspace layout (in floats) of one call; a pure function of the shapes, so the plugin can
+// size its workspace at build time from the profile's maximum dims.
+struct Geometry {
+    int64_t pairs;     // N * heads
+    int heads;
+    int ch;            // channels per head
+    int ch4;           // ch rounded up to a multiple of kMicro (padding rows/columns are zero)
+    int64_t length;    // L = H * W
+    int splits;        // split-K slices of L in stage 1
+    int64_t chunk;     // positions per slice
+    int64_t stats;     // floats per (nh[, split]) record: Gram ch*ch, then |q_i|^2 ch, then |k_j|^2 ch
+    int64_t partials;  // offsets of the three regions
+    int64_t reduced;
+    int64_t attention; // (pairs, ch, ch4)
+    int64_t total;
+};
+
+int64_t align_up(int64_t value, int64_t to) { return (value + to - 1) / to * to; }
+
+Geometry make_geometry(int n, int c, int h, int w, int heads) {
+    Geometry g;
+    g.pairs = static_cast<int64_t>(n) * heads;
+    g.heads = heads;
+    g.ch = c / heads;
+    g.ch4 = (g.ch + kMicro - 1) / kMicro * kMicro;
+    g.length = static_cast<int64_t>(h) * w;
+    const int64_t by_length = (g.length + kMinSplitPositions - 1) / kMinSplitPositions;
+    const int64_t by_occupancy = (kTargetBlocks + g.pairs - 1) / g.pairs;
+    int64_t splits = by_length < by_occupancy ? by_length : by_occupancy;
+    splits = splits < kMaxSplits ? splits : kMaxSplits;
+    g.splits = static_cast<int>(splits > 1 ? splits : 1);
+    g.chunk = (g.length + g.splits - 1) / g.splits;
+    g.stats = static_cast<int64_t>(g.ch) * g.ch + 2 * g.ch;
+    g.partials = 0;
+    g.reduced = align_up(g.pairs * g.splits * g.stats, kAlignFloats);
+    g.attention = g.reduced + align_up(g.pairs * g.stats, kAlignFloats);
+    g.total = g.attention + align_up(g.pairs * g.ch * g.ch4, kAlignFloats);
+    return g;
+}
+
+// ---- per-element code shared by the kernels and the host path -------------------------------------
+
+__host__ __device__ __forceinline__ float reduce_element(const float* partials, const Geometry& g, int64_t nh,
+                                                         int64_t e) {
+    const float* src = partials + nh * g.splits * g.stats + e;
+    float sum = 0.0f;
+    for (int s = 0; s < g.splits; ++s) {
+        sum += src[s * g.stats];
+    }
+    return sum;
+}
+
+// P[i, j] from the reduced record of one (nh): the Gram entry scaled by tau over the clamped norms.
+__host__ __device__ __forceinline__ float attention_logit(const float* stats, int ch, int i, int j, float tau,
+                                                          float eps) {
+    const float q_norm = fmaxf(sqrtf(stats[ch * ch + i]), eps);
+    const float k_norm = fmaxf(sqrtf(stats[ch * ch + ch + j]), eps);
+    return stats[i * ch + j] * (tau / (q_norm * k_norm));
+}
+
+// Whether `value` (an entry of `row`) is the row's kth-largest: fewer than kth entries lie above it and
+// at least kth at or above it. Every entry >= it is then kept (threshold semantics, ties included).
+__host__ __device__ __forceinline__ bool is_kth_largest(const float* row, int ch, float value, int kth) {
+    int above = 0;
+    int at_or_above = 0;
+    for (int j = 0; j < ch; ++j) {
+        above += row[j] > value;
+        at_or_above += row[j] >= value;
+    }
+    return above < kth && kth <= at_or_above;
+}
+
+template <typename P>
+__host__ __device__ __forceinline__ float branch_weight(const P* weights, int m) {
+    return weights != nullptr ? to_float(weights[m]) : 1.0f;
+}
+
+// ---- kernels --------------------------------------------------------------------------------------
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gram_partials_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                                                                 float* __restrict__ partials, Geometry g) {
+    // Row stride kMaxCh + 4 keeps float4 alignment and spreads the tile's column writes over 8 banks.
+    __shared__ __align__(16) float q_tile[kTileL][kMaxCh + 4];
+    __shared__ __align__(16) float k_tile[kTileL][kMaxCh + 4];
+    const int64_t nh = blockIdx.y;
+    const int split = blockIdx.x;
+    const int ch = g.ch;
+    const int ch4 = g.ch4;
+    const T* q_head = q + nh * ch * g.length;
+    const T* k_head = k + nh * ch * g.length;
+    const int64_t begin = split * g.chunk;
+    const int64_t end = begin + g.chunk < g.length ? begin + g.chunk : g.length;
+
+    const int tiles_per_row = ch4 / kMicro;
+    const int micro_tiles = tiles_per_row * tiles_per_row;
+    float acc[kMaxMicroSlots][kMicro * kMicro];
+#pragma unroll
+    for (int s = 0; s < kMaxMicroSlots; ++s) {
+#pragma unroll
+        for (int e = 0; e < kMicro * kMicro; ++e) {
+            acc[s][e] = 0.0f;
+        }
+    }
+    float norm = 0.0f; // thread t < ch4: |q_t|^2; ch4 <= t < 2*ch4: |k_{t-ch4}|^2
+
+    const int tile_elems = ch4 * kTileL;
+    for (int64_t l0 = begin; l0 < end; l0 += kTileL) {
+        // Coalesced: consecutive threads read consecutive positions of one channel row.
+        for (int e = threadIdx.x; e < 2 * tile_elems; e += kThreads) {
+            const bool is_k = e >= tile_elems;
+            const int rem = is_k ? e - tile_elems : e;
+            const int row = rem / kTileL;
+            const int l = rem % kTileL;
+            const int64_t pos = l0 + l;
+            float value = 0.0f;
+            if (row < ch && pos < end) {
+                value = to_float((is_k ? k_head : q_head)[row * g.length + pos]);
+            }
+            (is_k ? k_tile : q_tile)[l][row] = value;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int s = 0; s < kMaxMicroSlots; ++s) {
+            const int t = threadIdx.x + s * kThreads;
+            if (t < micro_tiles) {
+                const int i0 = (t / tiles_per_row) * kMicro;
+                const int j0 = (t % tiles_per_row) * kMicro;
+#pragma unroll 8
+                for (int l = 0; l < kTileL; ++l) {
+                    const float4 a = *reinterpret_cast<const float4*>(&q_tile[l][i0]);
+                    const float4 b = *reinterpret_cast<const float4*>(&k_tile[l][j0]);
+                    const float av[4] = {a.x, a.y, a.z, a.w};
+                    const float bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+                    for (int x = 0; x < kMicro; ++x) {
+#pragma unroll
+                        for (int y = 0; y < kMicro; ++y) {
+                            acc[s][x * kMicro + y] = fmaf(av[x], bv[y], acc[s][x * kMicro + y]);
+                        }
+                    }
+                }
+            }
+        }
+        if (threadIdx.x < 2 * ch4) {
+            const bool is_k = threadIdx.x >= ch4;
+            const int row = is_k ? threadIdx.x - ch4 : threadIdx.x;
+#pragma unroll 8
+            for (int l = 0; l < kTileL; ++l) {
+                const float x = (is_k ? k_tile : q_tile)[l][row];
+                norm = fmaf(x, x, norm);
+            }
+        }
+        __syncthreads();
+    }
+
+    float* record = partials + (nh * g.splits + split) * g.stats;
+#pragma unroll
+    for (int s = 0; s < kMaxMicroSlots; ++s) {
+        const int t = threadIdx.x + s * kThreads;
+        if (t < micro_tiles) {
+            const int i0 = (t / tiles_per_row) * kMicro;
+            const int j0 = (t % tiles_per_row) * kMicro;
+#pragma unroll
+            for (int x = 0; x < kMicro; ++x) {
+#pragma unroll
+                for (int y = 0; y < kMicro; ++y) {
+                    if (i0 + x < ch && j0 + y < ch) {
+                        record[(i0 + x) * ch + j0 + y] = acc[s][x * kMicro + y];
+                    }
+                }
+            }
+        }
+    }
+    if (threadIdx.x < ch) {
+        record[ch * ch + threadIdx.x] = norm;
+    } else if (threadIdx.x >= ch4 && threadIdx.x < ch4 + ch) {
+        record[ch * ch + ch + (threadIdx.x - ch4)] = norm;
+    }
+}
+
+__global__ void __launch_bounds__(kThreads) reduce_partials_kernel(const float* __restrict__ partials,
+                                                                   float* __restrict__ reduced, Geometry g) {
+    const int64_t nh = blockIdx.y;
+    const int64_t e = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+    if (e < g.stats) {
+        reduced[nh * g.stats + e] = reduce_element(partials, g, nh, e);
+    }
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    }
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+        v += __shfl_xor_sync(0xffffffffu, v, offset);
+    }
+    return v;
+}
+
+template <typename P>
+__global__ void __launch_bounds__(kThreads) attention_rows_kernel(const float* __restrict__ reduced,
+                                                                  const P* __restrict__ temperature,
+                                                                  const P* __restrict__ weights,
+                                                                  float* __restrict__ attention, Geometry g,
+                                                                  Branches branches, float eps) {
+    constexpr int kPerLane = kMaxCh / 32;
+    __shared__ float rows[kWarps][kMaxCh];
+    const int64_t nh = blockIdx.x;
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int ch = g.ch;
+    const float* stats = reduced + nh * g.stats;
+    const float tau = to_float(temperature[nh % g.heads]);
+    float* row = rows[warp];
+
+    for (int i = warp; i < ch; i += kWarps) {
+        float p[kPerLane];
+        float a[kPerLane];
+#pragma unroll
+        for (int r = 0; r < kPerLane; ++r) {
+            const int j = lane + 32 * r;
+            p[r] = j < ch ? attention_logit(stats, ch, i, j, tau, eps) : -INFINITY;
+            a[r] = 0.0f;
+            if (j < ch) {
+                row[j] = p[r];
+            }
+        }
+        __syncwarp();
+        for (int m = 0; m < branches.count; ++m) {
+            const int kth = branches.topk[m];
+            float threshold = -INFINITY;
+            if (kth > 0) {
+                float candidate = -INFINITY;
+#pragma unroll
+                for (int r = 0; r < kPerLane; ++r) {
+                    if (lane + 32 * r < ch && is_kth_largest(row, ch, p[r], kth)) {
+                        candidate = p[r];
+                    }
+                }
+                threshold = warp_max(candidate); // every lane that found it found the same value
+            }
+            float row_max = -INFINITY;
+#pragma unroll
+            for (int r = 0; r < kPerLane; ++r) {
+                if (lane + 32 * r < ch && p[r] >= threshold) {
+                    row_max = fmaxf(row_max, p[r]);
+                }
+            }
+            row_max = warp_max(row_max);
+            float e[kPerLane];
+            float sum = 0.0f;
+#pragma unroll
+            for (int r = 0; r < kPerLane; ++r) {
+                e[r] = lane + 32 * r < ch && p[r] >= threshold ? expf(p[r] - row_max) : 0.0f;
+                sum += e[r];
+            }
+            sum = warp_sum(sum);
+            const float w = branch_weight(weights, m);
+#pragma unroll
+            for (int r = 0; r < kPerLane; ++r) {
+                a[r] = fmaf(w, e[r] / sum, a[r]);
+            }
+        }
+        float* out_row = attention + (nh * ch + i) * g.ch4;
+#pragma unroll
+        for (int r = 0; r < kPerLane; ++r) {
+            const int j = lane + 32 * r;
+            if (j < g.ch4) {
+                out_row[j] = j < ch ? a[r] : 0.0f; // zero padding columns: stage 4 reads float4s
+            }
+        }
+        __syncwarp(); // the row buffer is rewritten for the warp's next row
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) apply_attention_kernel(const T* __restrict__ v,
+                                                                   const float* __restrict__ attention,
+                                                                   T* __restrict__ out, Geometry g) {
+    extern __shared__ __align__(16) float a_shared[]; // (ch, ch4)
+    const int64_t nh = blockIdx.y;
+    const int ch = g.ch;
+    const int ch4 = g.ch4;
+    const float4* a_src = reinterpret_cast<const float4*>(attention + nh * ch * ch4);
+    for (int e = threadIdx.x; e < ch * ch4 / 4; e += kThreads) {
+        reinterpret_cast<float4*>(a_shared)[e] = a_src[e];
+    }
+    __syncthreads();
+
+    const T* v_head = v + nh * ch * g.length;
+    T* out_head = out + nh * ch * g.length;
+    const int lane_pos = threadIdx.x % kApplyPositions;
+    const int group = threadIdx.x / kApplyPositions; // rows group, group + 4, ... (one value per warp)
+    const int rows = (ch - group + kApplyGroups - 1) / kApplyGroups;
+    for (int64_t pos = static_cast<int64_t>(blockIdx.x) * kApplyPositions + lane_pos; pos < g.length;
+         pos += static_cast<int64_t>(gridDim.x) * kApplyPositions) {
+        float acc[kMaxApplyRows];
+#pragma unroll
+        for (int r = 0; r < kMaxApplyRows; ++r) {
+            acc[r] = 0.0f;
+        }
+        for (int j0 = 0; j0 < ch4; j0 += kMicro) {
+            float vj[kMicro];
+#pragma unroll
+            for (int x = 0; x < kMicro; ++x) {
+                vj[x] = j0 + x < ch ? to_float(v_head[(j0 + x) * g.length + pos]) : 0.0f;
+            }
+#pragma unroll
+            for (int r = 0; r < kMaxApplyRows; ++r) {
+                if (r < rows) {
+                    const int i = group + kApplyGroups * r;
+                    const float4 a = *reinterpret_cast<const float4*>(&a_shared[i * ch4 + j0]); // broadcast
+                    acc[r] = fmaf(a.x, vj[0], fmaf(a.y, vj[1], fmaf(a.z, vj[2], fmaf(a.w, vj[3], acc[r]))));
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < kMaxApplyRows; ++r) {
+            if (r < rows) {
+                out_head[(group + kApplyGroups * r) * g.length + pos] = from_float<T>(acc[r]);
+            }
+        }
+    }
+}
+
+// ---- argument checks and launches -----------------------------------------------------------------
+
+bool valid_dtype(int dtype) { return dtype == EDR_FLOAT32 || dtype == EDR_FLOAT16; }
+
+// Checks every argument before any CUDA call, so bad calls fail the same way with or without a GPU.
+cudaError_t validate(const void* q, const void* k, const void* v, const void* temperature,
+                     const void* branch_weights, const void* output, int dtype, int param_dtype, int n, int c,
+                     int h, int w, int heads, int mode, const int* topk, int num_topk, float eps,
+                     Branches* branches) {
+    if (q == nullptr || k == nullptr || v == nullptr || temperature == nullptr || output == nullptr) {
+        return cudaErrorInvalidValue;
+    }
+    if (!valid_dtype(dtype) || !valid_dtype(param_dtype)) {
+        return cudaErrorInvalidValue;
+    }
+    if (n <= 0 || c <= 0 || h <= 0 || w <= 0 || heads <= 0 || c % heads != 0 || c / heads > kMaxCh) {
+        return cudaErrorInvalidValue;
+    }
+    if (static_cast<int64_t>(n) * heads > kMaxGridY) {
+        return cudaErrorInvalidValue;
+    }
+    if (static_cast<double>(n) * c * h * w > 9.0e18) {
+        return cudaErrorInvalidValue;
+    }
+    if (!(eps > 0.0f) || !std::isfinite(eps)) {
+        return cudaErrorInvalidValue;
+    }
+    if (num_topk < 0 || num_topk > kMaxBranches || (num_topk > 0 && topk == nullptr)) {
+        return cudaErrorInvalidValue;
+    }
+    branches->count = 0;
+    switch (mode) {
+    case EDR_ATTENTION_DENSE:
+        if (num_topk != 0) {
+            return cudaErrorInvalidValue;
+        }
+        branches->topk[branches->count++] = 0;
+        break;
+    case EDR_ATTENTION_SPARSE:
+    case EDR_ATTENTION_DUAL:
+        if (num_topk != 1 || (mode == EDR_ATTENTION_DUAL && branch_weights == nullptr)) {
+            return cudaErrorInvalidValue;
+        }
+        if (mode == EDR_ATTENTION_DUAL) {
+            branches->topk[branches->count++] = 0;
+        }
+        branches->topk[branches->count++] = topk[0];
+        break;
+    case EDR_ATTENTION_MULTI:
+        if (num_topk < 1 || branch_weights == nullptr) {
+            return cudaErrorInvalidValue;
+        }
+        for (int m = 0; m < num_topk; ++m) {
+            branches->topk[branches->count++] = topk[m];
+        }
+        break;
+    default:
+        return cudaErrorInvalidValue;
+    }
+    for (int m = 0; m < num_topk; ++m) {
+        if (topk[m] < 1 || topk[m] > c / heads) {
+            return cudaErrorInvalidValue;
+        }
+    }
+    return cudaSuccess;
+}
+
+template <typename T, typename P>
+cudaError_t launch(const void* q, const void* k, const void* v, const void* temperature, const void* weights,
+                   void* output, const Geometry& g, const Branches& branches, float eps, float* workspace,
+                   cudaStream_t stream) {
+    const unsigned pairs = static_cast<unsigned>(g.pairs);
+    gram_partials_kernel<T><<<dim3(static_cast<unsigned>(g.splits), pairs), kThreads, 0, stream>>>(
+        static_cast<const T*>(q), static_cast<const T*>(k), workspace + g.partials, g);
+    const unsigned stat_blocks = static_cast<unsigned>((g.stats + kThreads - 1) / kThreads);
+    reduce_partials_kernel<<<dim3(stat_blocks, pairs), kThreads, 0, stream>>>(workspace + g.partials,
+                                                                               workspace + g.reduced, g);
+    attention_rows_kernel<P><<<pairs, kThreads, 0, stream>>>(workspace + g.reduced, static_cast<const P*>(temperature),
+                                                             static_cast<const P*>(weights), workspace + g.attention,
+                                                             g, branches, eps);
+    // Enough position tiles per block to amortise loading A, enough blocks to fill the GPU.
+    const int64_t tiles = (g.length + kApplyPositions - 1) / kApplyPositions;
+    const int64_t wanted = (4 * kTargetBlocks + g.pairs - 1) / g.pairs;
+    const unsigned blocks = static_cast<unsigned>(tiles < wanted ? tiles : wanted);
+    const size_t shared = static_cast<size_t>(g.ch) * g.ch4 * sizeof(float);
+    if (shared > 48 * 1024) { // above the default limit the kernel must opt in (up to 64 KiB at C_h = 128)
+        const cudaError_t status = cudaFuncSetAttribute(apply_attention_kernel<T>,
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                        static_cast<int>(shared));
+        if (status != cudaSuccess) {
+            return status;
+        }
+    }
+    apply_attention_kernel<T><<<dim3(blocks, pairs), kThreads, shared, stream>>>(
+        static_cast<const T*>(v), workspace + g.attention, static_cast<T*>(output), g);
+    return cudaGetLastError();
+}
+
+// The host path: the kernels' stages in the same order, through the same workspace layout and the
+// shared per-element helpers above.
+template <typename T, typename P>
+void run_on_host(const void* q_ptr, const void* k_ptr, const void* v_ptr, const void* temperature_ptr,
+                 const void* weights_ptr, void* out_ptr, const Geometry& g, const Branches& branches, float eps) {
+    const T* q = static_cast<const T*>(q_ptr);
+    const T* k = static_cast<const T*>(k_ptr);
+    const T* v = static_cast<const T*>(v_ptr);
+    const P* temperature = static_cast<const P*>(temperature_ptr);
+    const P* weights = static_cast<const P*>(weights_ptr);
+    T* out = static_cast<T*>(out_ptr);
+    std::vector<float> workspace(static_cast<size_t>(g.total), 0.0f);
+    const int ch = g.ch;
+    for (int64_t nh = 0; nh < g.pairs; ++nh) {
+        const T* q_head = q + nh * ch * g.length;
+        const T* k_head = k + nh * ch * g.length;
+        for (int split = 0; split < g.splits; ++split) {
+            float* record = workspace.data() + g.partials + (nh * g.splits + split) * g.stats;
+            const int64_t begin = split * g.chunk;
+            const int64_t end = begin + g.chunk < g.length ? begin + g.chunk : g.length;
+            for (int64_t pos = begin; pos < end; ++pos) {
+                for (int i = 0; i < ch; ++i) {
+                    const float qi = to_float(q_head[i * g.length + pos]);
+                    const float ki = to_float(k_head[i * g.length + pos]);
+                    record[ch * ch + i] = fmaf(qi, qi, record[ch * ch + i]);
+                    record[ch * ch + ch + i] = fmaf(ki, ki, record[ch * ch + ch + i]);
+                    for (int j = 0; j < ch; ++j) {
+                        record[i * ch + j] = fmaf(qi, to_float(k_head[j * g.length + pos]), record[i * ch + j]);
+                    }
+                }
+            }
+        }
+        float* stats = workspace.data() + g.reduced + nh * g.stats;
+        for (int64_t e = 0; e < g.stats; ++e) {
+            stats[e] = reduce_element(workspace.data() + g.partials, g, nh, e);
+        }
+        const float tau = to_float(temperature[nh % g.heads]);
+        std::vector<float> row(static_cast<size_t>(ch));
+        for (int i = 0; i < ch; ++i) {
+            float* a = workspace.data() + g.attention + (nh * ch + i) * g.ch4;
+            for (int j = 0; j < ch; ++j) {
+                row[j] = attention_logit(stats, ch, i, j, tau, eps);
+            }
+            for (int m = 0; m < branches.count; ++m) {
+                float threshold = -INFINITY;
+                if (branches.topk[m] > 0) {
+                    for (int j = 0; j < ch; ++j) {
+                        if (is_kth_largest(row.data(), ch, row[j], branches.topk[m])) {
+                            threshold = row[j];
+                        }
+                    }
+                }
+                float row_max = -INFINITY;
+                for (int j = 0; j < ch; ++j) {
+                    if (row[j] >= threshold) {
+                        row_max = fmaxf(row_max, row[j]);
+                    }
+                }
+                float sum = 0.0f;
+                for (int j = 0; j < ch; ++j) {
+                    sum += row[j] >= threshold ? expf(row[j] - row_max) : 0.0f;
+                }
+                const float w = branch_weight(weights, m);
+                for (int j = 0; j < ch; ++j) {
+                    const float e = row[j] >= threshold ? expf(row[j] - row_max) : 0.0f;
+                    a[j] = fmaf(w, e / sum, a[j]);
+                }
+            }
+        }
+        const float* a_head = workspace.data() + g.attention + nh * ch * g.ch4;
+        const T* v_head = v + nh * ch * g.length;
+        T* out_head = out + nh * ch * g.length;
+        for (int i = 0; i < ch; ++i) {
+            for (int64_t pos = 0; pos < g.length; ++pos) {
+                float acc = 0.0f;
+                for (int j = 0; j < ch; ++j) {
+                    acc = fmaf(a_head[i * g.ch4 + j], to_float(v_head[j * g.length + pos]), acc);
+                }
+                out_head[i * g.length + pos] = from_float<T>(acc);
+            }
+        }
+    }
+}
+
+template <typename T>
+cudaError_t launch_for_params(int param_dtype, const void* q, const void* k, const void* v, const void* temperature,
+                              const void* weights, void* output, const Geometry& g, const Branches& branches,
+                              float eps, float* workspace, cudaStream_t stream) {
+    return param_dtype == EDR_FLOAT16
+               ? launch<T, __half>(q, k, v, temperature, weights, output, g, branches, eps, workspace, stream)
+               : launch<T, float>(q, k, v, temperature, weights, output, g, branches, eps, workspace, stream);
+}
+
+template <typename T>
+void host_for_params(int param_dtype, const void* q, const void* k, const void* v, const void* temperature,
+                     const void* weights, void* output, const Geometry& g, const Branches& branches, float eps) {
+    if (param_dtype == EDR_FLOAT16) {
+        run_on_host<T, __half>(q, k, v, temperature, weights, output, g, branches, eps);
+    } else {
+        run_on_host<T, float>(q, k, v, temperature, weights, output, g, branches, eps);
+    }
+}
+
+} // namespace
+
+extern "C" {
+
+EDR_API size_t edr_transposed_attention_workspace_size(int n, int c, int h, int w, int num_heads) {
+    if (n <= 0 || c <= 0 || h <= 0 || w <= 0 || num_heads <= 0 || c % num_heads != 0) {
+        return 0;
+    }
+    return static_cast<size_t>(make_geometry(n, c, h, w, num_heads).total) * sizeof(float);
+}
+
+EDR_API int edr_transposed_attention(const void* q, const void* k, const void* v, const void* temperature,
+                                     const void* branch_weights, void* output, int dtype, int param_dtype, int n,
+                                     int c, int h, int w, int num_heads, int mode, const int* topk, int num_topk,
+                                     float eps, void* workspace, size_t workspace_size, void* stream) {
+    Branches branches;
+    cudaError_t status = validate(q, k, v, temperature, branch_weights, output, dtype, param_dtype, n, c, h, w,
+                                  num_heads, mode, topk, num_topk, eps, &branches);
+    if (status != cudaSuccess) {
+        return static_cast<int>(status);
+    }
+    const Geometry g = make_geometry(n, c, h, w, num_heads);
+    if (workspace == nullptr || workspace_size < static_cast<size_t>(g.total) * sizeof(float) ||
+        reinterpret_cast<uintptr_t>(workspace) % 16 != 0) {
+        return static_cast<int>(cudaErrorInvalidValue);
+    }
+    float* scratch = static_cast<float*>(workspace);
+    const cudaStream_t cuda_stream = static_cast<cudaStream_t>(stream);
+    status = dtype == EDR_FLOAT16 ? launch_for_params<__half>(param_dtype, q, k, v, temperature, branch_weights,
+                                                              output, g, branches, eps, scratch, cuda_stream)
+                                  : launch_for_params<float>(param_dtype, q, k, v, temperature, branch_weights,
+                                                             output, g, branches, eps, scratch, cuda_stream);
+    return static_cast<int>(status);
+}
+
+EDR_API int edr_transposed_attention_host(const void* q, const void* k, const void* v, const void* temperature,
+                                          const void* branch_weights, void* output, int dtype, int param_dtype,
+                                          int n, int c, int h, int w, int num_heads, int mode, const int* topk,
+                                          int num_topk, float eps) {
+    Branches branches;
+    const cudaError_t status = validate(q, k, v, temperature, branch_weights, output, dtype, param_dtype, n, c,
+                                        h, w, num_heads, mode, topk, num_topk, eps, &branches);
+    if (status != cudaSuccess) {
+        return static_cast<int>(status);
+    }
+    const Geometry g = make_geometry(n, c, h, w, num_heads);
+    if (dtype == EDR_FLOAT16) {
+        host_for_params<__half>(param_dtype, q, k, v, temperature, branch_weights, output, g, branches, eps);
+    } else {
+        host_for_params<float>(param_dtype, q, k, v, temperature, branch_weights, output, g, branches, eps);
+    }
+    return 0;
+}
+
+} // extern "C"
