@@ -289,7 +289,7 @@ ATTENTION_MODES = {"dense": 0, "sparse": 1, "dual": 2, "multi": 3}  # edr_attent
 # The kernels' launch geometry (plugins/kernels/transposed_attention.cu, make_geometry), mirrored so that
 # engine builders size the plugin workspace without loading the compiled library, which build machines
 # may lack; tests/test_plugins_build.py checks the two agree.
-_MIN_SPLIT_POSITIONS, _TARGET_BLOCKS, _MAX_SPLITS, _ALIGN_FLOATS = 1024, 512, 256, 64
+_MIN_SPLIT_POSITIONS, _TARGET_BLOCKS, _MAX_SPLITS, _ALIGN_FLOATS = 1024, 1024, 1024, 64
 
 
 def transposed_attention_workspace_size(n: int, c: int, h: int, w: int, num_heads: int) -> int:

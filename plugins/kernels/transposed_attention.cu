@@ -4,13 +4,14 @@
 //   1. gram_partials   split-K over L: block (split, nh) accumulates, over its slice of L, the C_h x C_h
 //                      Gram matrix q k^T and the squared row norms of q and k in FP32 registers. 32-position
 //                      tiles of q and k are staged in shared memory as FP32 (FP16 inputs are widened on
-//                      load: the sums of squares of 1080p-sized rows overflow FP16, spec section 2.4). Each
-//                      thread owns 4x4 micro-tiles of the Gram matrix, so per position it does two float4
-//                      shared loads for 16 FMAs.
+//                      load: the sums of squares of 1080p-sized rows overflow FP16, spec section 2.4), the
+//                      next tile's loads in flight in registers meanwhile. Each thread owns 4x4
+//                      micro-tiles of the Gram matrix, so per position it does two float4 shared loads
+//                      for 16 FMAs; small heads spread a tile's positions over several thread groups.
 //   2. reduce_partials sums the splits' partials in a fixed order: deterministic, no atomics.
 //   3. attention_rows  one warp per query row: logits, each sparse branch's threshold (the k-th largest,
 //                      ties kept), masked softmax, weighted sum of the branches -> A (C_h x C_h, FP32).
-//   4. apply_attention out = A v with A in shared memory and v streamed once, coalesced along L.
+//   4. apply_attention out = A v with A in shared memory and v streamed once, 4 positions per thread.
 //
 // Traffic: q and k are read once (stage 1), v once and the output written once (stage 4): four passes
 // over N*C*L elements, the minimum for an operator whose softmax needs all of L before any output
@@ -36,15 +37,16 @@ constexpr int kMaxCh = EDR_MAX_HEAD_CHANNELS;
 constexpr int kMaxBranches = EDR_MAX_ATTENTION_BRANCHES;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kTileL = 32;                // positions per shared-memory tile in stage 1
 constexpr int kMicro = 4;                 // Gram micro-tile edge
 constexpr int kMaxMicroSlots = (kMaxCh / kMicro) * (kMaxCh / kMicro) / kThreads;
-constexpr int kApplyPositions = 64;       // positions per block-iteration in stage 4
-constexpr int kApplyGroups = kThreads / kApplyPositions;
-constexpr int kMaxApplyRows = kMaxCh / kApplyGroups;
+constexpr int kSmallHead = 64; // heads up to this size need one micro-tile slot per thread in stage 1
+constexpr int kApplyVec = 4;                        // consecutive positions per thread in stage 4
+constexpr int kApplyWarps = kThreads / 32;          // output rows are dealt round-robin to the warps
+constexpr int kApplyPositions = 32 * kApplyVec;     // positions per block-iteration in stage 4
+constexpr int kMaxApplyRows = kMaxCh / kApplyWarps;
 constexpr int kMinSplitPositions = 1024;  // below this a split's partial costs more than it saves
-constexpr int kTargetBlocks = 512;        // ~4 blocks per SM on the largest GPUs
-constexpr int kMaxSplits = 256;
+constexpr int kTargetBlocks = 1024;       // several waves of resident blocks on the largest GPUs
+constexpr int kMaxSplits = 1024;
 constexpr int kMaxGridY = 65535;
 constexpr int64_t kAlignFloats = 64;      // 256-byte alignment of each workspace region
 
@@ -136,12 +138,54 @@ __host__ __device__ __forceinline__ float branch_weight(const P* weights, int m)
 
 // ---- kernels --------------------------------------------------------------------------------------
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) gram_partials_kernel(const T* __restrict__ q, const T* __restrict__ k,
+// Stage 1's global -> register staging of one tile. Thread t loads position t % TileL of the rows
+// t / TileL, + kThreads / TileL, ... of the stacked [q rows | k rows] (2 * ch4 rows), so consecutive
+// threads read consecutive positions of one row (coalesced). Rows past ch, positions past `end` are 0.
+template <int TileL, int Staged, typename T>
+__device__ __forceinline__ void load_tile(const T* __restrict__ q_head, const T* __restrict__ k_head,
+                                          const Geometry& g, int64_t l0, int64_t end, float (&staged)[Staged]) {
+    static_assert(kThreads % TileL == 0, "a thread keeps one position of the tile");
+    const int64_t pos = l0 + threadIdx.x % TileL;
+    const int first_row = threadIdx.x / TileL;
+#pragma unroll
+    for (int s = 0; s < Staged; ++s) {
+        const int r = first_row + s * (kThreads / TileL);
+        const bool is_k = r >= g.ch4;
+        const int row = is_k ? r - g.ch4 : r;
+        staged[s] = r < 2 * g.ch4 && row < g.ch && pos < end
+                        ? to_float((is_k ? k_head : q_head)[row * g.length + pos])
+                        : 0.0f;
+    }
+}
+
+template <int TileL, int Staged>
+__device__ __forceinline__ void store_tile(const Geometry& g, const float (&staged)[Staged],
+                                           float (*q_tile)[kMaxCh + 4], float (*k_tile)[kMaxCh + 4]) {
+    const int l = threadIdx.x % TileL;
+    const int first_row = threadIdx.x / TileL;
+#pragma unroll
+    for (int s = 0; s < Staged; ++s) {
+        const int r = first_row + s * (kThreads / TileL);
+        if (r < 2 * g.ch4) {
+            if (r >= g.ch4) {
+                k_tile[l][r - g.ch4] = staged[s];
+            } else {
+                q_tile[l][r] = staged[s];
+            }
+        }
+    }
+}
+
+// Two instantiations keep the registers within two resident blocks per SM (acc + staged, no spills):
+// heads up to kSmallHead channels use one micro-tile slot and 32-position tiles, larger ones
+// kMaxMicroSlots slots and 8-position tiles.
+template <typename T, int Slots, int TileL>
+__global__ void __launch_bounds__(kThreads, 2) gram_partials_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                  float* __restrict__ partials, Geometry g) {
+    constexpr int kStaged = 2 * (Slots == 1 ? kSmallHead : kMaxCh) * TileL / kThreads;
     // Row stride kMaxCh + 4 keeps float4 alignment and spreads the tile's column writes over 8 banks.
-    __shared__ __align__(16) float q_tile[kTileL][kMaxCh + 4];
-    __shared__ __align__(16) float k_tile[kTileL][kMaxCh + 4];
+    __shared__ __align__(16) float q_tile[TileL][kMaxCh + 4];
+    __shared__ __align__(16) float k_tile[TileL][kMaxCh + 4];
     const int64_t nh = blockIdx.y;
     const int split = blockIdx.x;
     const int ch = g.ch;
@@ -151,11 +195,17 @@ __global__ void __launch_bounds__(kThreads) gram_partials_kernel(const T* __rest
     const int64_t begin = split * g.chunk;
     const int64_t end = begin + g.chunk < g.length ? begin + g.chunk : g.length;
 
+    // Work items: (position group, micro-tile). Large heads have more micro-tiles than threads (up to
+    // kMaxMicroSlots per thread, one group); small heads would leave most threads idle, so the tile's
+    // positions are dealt round-robin to `groups` copies of the micro-tile set instead, and the copies'
+    // sums are added at the end.
     const int tiles_per_row = ch4 / kMicro;
     const int micro_tiles = tiles_per_row * tiles_per_row;
-    float acc[kMaxMicroSlots][kMicro * kMicro];
+    int groups = micro_tiles >= kThreads ? 1 : kThreads / micro_tiles;
+    groups = groups < TileL ? groups : TileL;
+    float acc[Slots][kMicro * kMicro];
 #pragma unroll
-    for (int s = 0; s < kMaxMicroSlots; ++s) {
+    for (int s = 0; s < Slots; ++s) {
 #pragma unroll
         for (int e = 0; e < kMicro * kMicro; ++e) {
             acc[s][e] = 0.0f;
@@ -163,30 +213,24 @@ __global__ void __launch_bounds__(kThreads) gram_partials_kernel(const T* __rest
     }
     float norm = 0.0f; // thread t < ch4: |q_t|^2; ch4 <= t < 2*ch4: |k_{t-ch4}|^2
 
-    const int tile_elems = ch4 * kTileL;
-    for (int64_t l0 = begin; l0 < end; l0 += kTileL) {
-        // Coalesced: consecutive threads read consecutive positions of one channel row.
-        for (int e = threadIdx.x; e < 2 * tile_elems; e += kThreads) {
-            const bool is_k = e >= tile_elems;
-            const int rem = is_k ? e - tile_elems : e;
-            const int row = rem / kTileL;
-            const int l = rem % kTileL;
-            const int64_t pos = l0 + l;
-            float value = 0.0f;
-            if (row < ch && pos < end) {
-                value = to_float((is_k ? k_head : q_head)[row * g.length + pos]);
-            }
-            (is_k ? k_tile : q_tile)[l][row] = value;
-        }
+    // Software pipeline: the next tile's global loads are in flight while this tile is multiplied.
+    float staged[kStaged];
+    load_tile<TileL>(q_head, k_head, g, begin, end, staged);
+    for (int64_t l0 = begin; l0 < end; l0 += TileL) {
+        store_tile<TileL>(g, staged, q_tile, k_tile);
         __syncthreads();
+        if (l0 + TileL < end) {
+            load_tile<TileL>(q_head, k_head, g, l0 + TileL, end, staged);
+        }
 #pragma unroll
-        for (int s = 0; s < kMaxMicroSlots; ++s) {
-            const int t = threadIdx.x + s * kThreads;
-            if (t < micro_tiles) {
+        for (int s = 0; s < Slots; ++s) {
+            const int item = threadIdx.x + s * kThreads;
+            const int group = item / micro_tiles;
+            if (group < groups) {
+                const int t = item - group * micro_tiles;
                 const int i0 = (t / tiles_per_row) * kMicro;
                 const int j0 = (t % tiles_per_row) * kMicro;
-#pragma unroll 8
-                for (int l = 0; l < kTileL; ++l) {
+                for (int l = group; l < TileL; l += groups) {
                     const float4 a = *reinterpret_cast<const float4*>(&q_tile[l][i0]);
                     const float4 b = *reinterpret_cast<const float4*>(&k_tile[l][j0]);
                     const float av[4] = {a.x, a.y, a.z, a.w};
@@ -205,7 +249,7 @@ __global__ void __launch_bounds__(kThreads) gram_partials_kernel(const T* __rest
             const bool is_k = threadIdx.x >= ch4;
             const int row = is_k ? threadIdx.x - ch4 : threadIdx.x;
 #pragma unroll 8
-            for (int l = 0; l < kTileL; ++l) {
+            for (int l = 0; l < TileL; ++l) {
                 const float x = (is_k ? k_tile : q_tile)[l][row];
                 norm = fmaf(x, x, norm);
             }
@@ -214,27 +258,55 @@ __global__ void __launch_bounds__(kThreads) gram_partials_kernel(const T* __rest
     }
 
     float* record = partials + (nh * g.splits + split) * g.stats;
-#pragma unroll
-    for (int s = 0; s < kMaxMicroSlots; ++s) {
-        const int t = threadIdx.x + s * kThreads;
-        if (t < micro_tiles) {
-            const int i0 = (t / tiles_per_row) * kMicro;
-            const int j0 = (t % tiles_per_row) * kMicro;
-#pragma unroll
-            for (int x = 0; x < kMicro; ++x) {
-#pragma unroll
-                for (int y = 0; y < kMicro; ++y) {
-                    if (i0 + x < ch && j0 + y < ch) {
-                        record[(i0 + x) * ch + j0 + y] = acc[s][x * kMicro + y];
-                    }
-                }
-            }
-        }
-    }
     if (threadIdx.x < ch) {
         record[ch * ch + threadIdx.x] = norm;
     } else if (threadIdx.x >= ch4 && threadIdx.x < ch4 + ch) {
         record[ch * ch + ch + (threadIdx.x - ch4)] = norm;
+    }
+    if (Slots > 1 || groups == 1) {
+#pragma unroll
+        for (int s = 0; s < Slots; ++s) {
+            const int t = threadIdx.x + s * kThreads;
+            if (t < micro_tiles) {
+                const int i0 = (t / tiles_per_row) * kMicro;
+                const int j0 = (t % tiles_per_row) * kMicro;
+#pragma unroll
+                for (int x = 0; x < kMicro; ++x) {
+#pragma unroll
+                    for (int y = 0; y < kMicro; ++y) {
+                        if (i0 + x < ch && j0 + y < ch) {
+                            record[(i0 + x) * ch + j0 + y] = acc[s][x * kMicro + y];
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Add the groups' copies in group order (deterministic) through shared memory: groups *
+    // micro_tiles <= kThreads items of 16 floats fit in q_tile, which the loop no longer needs.
+    float* sums = &q_tile[0][0];
+    static_assert(Slots > 1 || kThreads * kMicro * kMicro <= TileL * (kMaxCh + 4), "group sums must fit in q_tile");
+    if (threadIdx.x < groups * micro_tiles) {
+#pragma unroll
+        for (int e = 0; e < kMicro * kMicro; ++e) {
+            sums[threadIdx.x * kMicro * kMicro + e] = acc[0][e];
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < micro_tiles * kMicro * kMicro; e += kThreads) {
+        const int t = e / (kMicro * kMicro);
+        const int x = e % (kMicro * kMicro) / kMicro;
+        const int y = e % kMicro;
+        const int i = (t / tiles_per_row) * kMicro + x;
+        const int j = (t % tiles_per_row) * kMicro + y;
+        if (i < ch && j < ch) {
+            float total = 0.0f;
+            for (int group = 0; group < groups; ++group) {
+                total += sums[(group * micro_tiles + t) * kMicro * kMicro + x * kMicro + y];
+            }
+            record[i * ch + j] = total;
+        }
     }
 }
 
@@ -339,10 +411,61 @@ __global__ void __launch_bounds__(kThreads) attention_rows_kernel(const float* _
     }
 }
 
+// Stage 4 moves 4 consecutive positions per thread: one 16-byte (FP32) or 8-byte (FP16) access when
+// rows are aligned (`vectorized`: L % 4 == 0 and 16-byte aligned buffers), else 4 bounds-checked ones.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) apply_attention_kernel(const T* __restrict__ v,
-                                                                   const float* __restrict__ attention,
-                                                                   T* __restrict__ out, Geometry g) {
+__device__ __forceinline__ void load_positions(const T* __restrict__ row, int64_t pos, int64_t length,
+                                               bool vectorized, float (&out)[kApplyVec]) {
+    if (vectorized && pos + kApplyVec <= length) {
+        if constexpr (sizeof(T) == 4) {
+            const float4 x = *reinterpret_cast<const float4*>(row + pos);
+            out[0] = x.x, out[1] = x.y, out[2] = x.z, out[3] = x.w;
+        } else {
+            const uint2 raw = *reinterpret_cast<const uint2*>(row + pos);
+            const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+            const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+            out[0] = lo.x, out[1] = lo.y, out[2] = hi.x, out[3] = hi.y;
+        }
+        return;
+    }
+#pragma unroll
+    for (int p = 0; p < kApplyVec; ++p) {
+        out[p] = pos + p < length ? to_float(row[pos + p]) : 0.0f;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void store_positions(T* __restrict__ row, int64_t pos, int64_t length, bool vectorized,
+                                                const float (&in)[kApplyVec]) {
+    if (vectorized && pos + kApplyVec <= length) {
+        if constexpr (sizeof(T) == 4) {
+            *reinterpret_cast<float4*>(row + pos) = make_float4(in[0], in[1], in[2], in[3]);
+        } else {
+            const __half2 lo = __floats2half2_rn(in[0], in[1]);
+            const __half2 hi = __floats2half2_rn(in[2], in[3]);
+            uint2 raw;
+            raw.x = *reinterpret_cast<const unsigned*>(&lo);
+            raw.y = *reinterpret_cast<const unsigned*>(&hi);
+            *reinterpret_cast<uint2*>(row + pos) = raw;
+        }
+        return;
+    }
+#pragma unroll
+    for (int p = 0; p < kApplyVec; ++p) {
+        if (pos + p < length) {
+            row[pos + p] = from_float<T>(in[p]);
+        }
+    }
+}
+
+// Warp w computes output rows w, w + kApplyWarps, ... for the block's 128 positions (4 per lane): each
+// step reads 4 rows of v (512 contiguous bytes per row and warp in FP32; the block's 8 warps share
+// them through L1) and one float4 of A per output row (a shared-memory broadcast) for 16 FMAs.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 2) apply_attention_kernel(const T* __restrict__ v,
+                                                                      const float* __restrict__ attention,
+                                                                      T* __restrict__ out, Geometry g,
+                                                                      bool vectorized) {
     extern __shared__ __align__(16) float a_shared[]; // (ch, ch4)
     const int64_t nh = blockIdx.y;
     const int ch = g.ch;
@@ -355,35 +478,52 @@ __global__ void __launch_bounds__(kThreads) apply_attention_kernel(const T* __re
 
     const T* v_head = v + nh * ch * g.length;
     T* out_head = out + nh * ch * g.length;
-    const int lane_pos = threadIdx.x % kApplyPositions;
-    const int group = threadIdx.x / kApplyPositions; // rows group, group + 4, ... (one value per warp)
-    const int rows = (ch - group + kApplyGroups - 1) / kApplyGroups;
-    for (int64_t pos = static_cast<int64_t>(blockIdx.x) * kApplyPositions + lane_pos; pos < g.length;
-         pos += static_cast<int64_t>(gridDim.x) * kApplyPositions) {
-        float acc[kMaxApplyRows];
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int rows = warp < ch ? (ch - warp + kApplyWarps - 1) / kApplyWarps : 0;
+    for (int64_t base = static_cast<int64_t>(blockIdx.x) * kApplyPositions; base < g.length;
+         base += static_cast<int64_t>(gridDim.x) * kApplyPositions) {
+        const int64_t pos = base + lane * kApplyVec;
+        if (rows == 0 || pos >= g.length) {
+            continue;
+        }
+        float acc[kMaxApplyRows][kApplyVec];
 #pragma unroll
         for (int r = 0; r < kMaxApplyRows; ++r) {
-            acc[r] = 0.0f;
+#pragma unroll
+            for (int p = 0; p < kApplyVec; ++p) {
+                acc[r][p] = 0.0f;
+            }
         }
         for (int j0 = 0; j0 < ch4; j0 += kMicro) {
-            float vj[kMicro];
+            float vj[kMicro][kApplyVec];
 #pragma unroll
             for (int x = 0; x < kMicro; ++x) {
-                vj[x] = j0 + x < ch ? to_float(v_head[(j0 + x) * g.length + pos]) : 0.0f;
+                if (j0 + x < ch) {
+                    load_positions(v_head + (j0 + x) * g.length, pos, g.length, vectorized, vj[x]);
+                } else {
+#pragma unroll
+                    for (int p = 0; p < kApplyVec; ++p) {
+                        vj[x][p] = 0.0f;
+                    }
+                }
             }
 #pragma unroll
             for (int r = 0; r < kMaxApplyRows; ++r) {
                 if (r < rows) {
-                    const int i = group + kApplyGroups * r;
-                    const float4 a = *reinterpret_cast<const float4*>(&a_shared[i * ch4 + j0]); // broadcast
-                    acc[r] = fmaf(a.x, vj[0], fmaf(a.y, vj[1], fmaf(a.z, vj[2], fmaf(a.w, vj[3], acc[r]))));
+                    const float4 a = *reinterpret_cast<const float4*>(&a_shared[(warp + kApplyWarps * r) * ch4 + j0]);
+#pragma unroll
+                    for (int p = 0; p < kApplyVec; ++p) {
+                        acc[r][p] = fmaf(a.x, vj[0][p], fmaf(a.y, vj[1][p], fmaf(a.z, vj[2][p], fmaf(a.w, vj[3][p],
+                                                                                                  acc[r][p]))));
+                    }
                 }
             }
         }
 #pragma unroll
         for (int r = 0; r < kMaxApplyRows; ++r) {
             if (r < rows) {
-                out_head[(group + kApplyGroups * r) * g.length + pos] = from_float<T>(acc[r]);
+                store_positions(out_head + (warp + kApplyWarps * r) * g.length, pos, g.length, vectorized, acc[r]);
             }
         }
     }
@@ -461,8 +601,14 @@ cudaError_t launch(const void* q, const void* k, const void* v, const void* temp
                    void* output, const Geometry& g, const Branches& branches, float eps, float* workspace,
                    cudaStream_t stream) {
     const unsigned pairs = static_cast<unsigned>(g.pairs);
-    gram_partials_kernel<T><<<dim3(static_cast<unsigned>(g.splits), pairs), kThreads, 0, stream>>>(
-        static_cast<const T*>(q), static_cast<const T*>(k), workspace + g.partials, g);
+    const dim3 gram_grid(static_cast<unsigned>(g.splits), pairs);
+    if (g.ch4 <= kSmallHead) {
+        gram_partials_kernel<T, 1, 32><<<gram_grid, kThreads, 0, stream>>>(
+            static_cast<const T*>(q), static_cast<const T*>(k), workspace + g.partials, g);
+    } else {
+        gram_partials_kernel<T, kMaxMicroSlots, 8><<<gram_grid, kThreads, 0, stream>>>(
+            static_cast<const T*>(q), static_cast<const T*>(k), workspace + g.partials, g);
+    }
     const unsigned stat_blocks = static_cast<unsigned>((g.stats + kThreads - 1) / kThreads);
     reduce_partials_kernel<<<dim3(stat_blocks, pairs), kThreads, 0, stream>>>(workspace + g.partials,
                                                                                workspace + g.reduced, g);
@@ -471,7 +617,7 @@ cudaError_t launch(const void* q, const void* k, const void* v, const void* temp
                                                              g, branches, eps);
     // Enough position tiles per block to amortise loading A, enough blocks to fill the GPU.
     const int64_t tiles = (g.length + kApplyPositions - 1) / kApplyPositions;
-    const int64_t wanted = (4 * kTargetBlocks + g.pairs - 1) / g.pairs;
+    const int64_t wanted = (kTargetBlocks + g.pairs - 1) / g.pairs;
     const unsigned blocks = static_cast<unsigned>(tiles < wanted ? tiles : wanted);
     const size_t shared = static_cast<size_t>(g.ch) * g.ch4 * sizeof(float);
     if (shared > 48 * 1024) { // above the default limit the kernel must opt in (up to 64 KiB at C_h = 128)
@@ -482,8 +628,10 @@ cudaError_t launch(const void* q, const void* k, const void* v, const void* temp
             return status;
         }
     }
+    const bool vectorized = g.length % kApplyVec == 0 && reinterpret_cast<uintptr_t>(v) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(output) % 16 == 0;
     apply_attention_kernel<T><<<dim3(blocks, pairs), kThreads, shared, stream>>>(
-        static_cast<const T*>(v), workspace + g.attention, static_cast<T*>(output), g);
+        static_cast<const T*>(v), workspace + g.attention, static_cast<T*>(output), g, vectorized);
     return cudaGetLastError();
 }
 
