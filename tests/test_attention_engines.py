@@ -120,8 +120,8 @@ def test_fields_parse_and_validate():
         check_attention_runtime_shapes(config, [(1, 16, 5, 7)] * 3 + [(3,), (2,)])
     with pytest.raises(ValueError, match="not divisible by num_heads=2"):
         check_attention_runtime_shapes(config, [(1, 15, 5, 7)] * 3 + [(2,), (2,)])
-    with pytest.raises(ValueError, match="more than the plugin's 128"):
-        check_attention_runtime_shapes(AttentionConfig(1), [(1, 160, 5, 7)] * 3 + [(1,)])
+    with pytest.raises(ValueError, match="more than the plugin's 96"):
+        check_attention_runtime_shapes(AttentionConfig(1), [(1, 128, 5, 7)] * 3 + [(1,)])
 
 
 def test_plugin_round_trips_and_hands_pointers_to_kernel_lib(rtx, monkeypatch):

@@ -11,7 +11,7 @@
 //   2. reduce_partials sums the splits' partials in a fixed order: deterministic, no atomics.
 //   3. attention_rows  one warp per query row: logits, each sparse branch's threshold (the k-th largest,
 //                      ties kept), masked softmax, weighted sum of the branches -> A (C_h x C_h, FP32).
-//   4. apply_attention out = A v with A in shared memory and v streamed once, 4 positions per thread.
+//   4. apply_attention out = A v with A and 32-row chunks of v staged in shared memory (v read once).
 //
 // Traffic: q and k are read once (stage 1), v once and the output written once (stage 4): four passes
 // over N*C*L elements, the minimum for an operator whose softmax needs all of L before any output
@@ -38,12 +38,13 @@ constexpr int kMaxBranches = EDR_MAX_ATTENTION_BRANCHES;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMicro = 4;                 // Gram micro-tile edge
-constexpr int kMaxMicroSlots = (kMaxCh / kMicro) * (kMaxCh / kMicro) / kThreads;
+constexpr int kMaxMicroSlots = ((kMaxCh / kMicro) * (kMaxCh / kMicro) + kThreads - 1) / kThreads;
 constexpr int kSmallHead = 64; // heads up to this size need one micro-tile slot per thread in stage 1
 constexpr int kApplyVec = 4;                        // consecutive positions per thread in stage 4
 constexpr int kApplyWarps = kThreads / 32;          // output rows are dealt round-robin to the warps
 constexpr int kApplyPositions = 32 * kApplyVec;     // positions per block-iteration in stage 4
 constexpr int kMaxApplyRows = kMaxCh / kApplyWarps;
+constexpr int kApplyChunkRows = 32;                 // rows of v staged in shared memory at a time
 constexpr int kMinSplitPositions = 1024;  // below this a split's partial costs more than it saves
 constexpr int kTargetBlocks = 1024;       // several waves of resident blocks on the largest GPUs
 constexpr int kMaxSplits = 1024;
@@ -52,6 +53,7 @@ constexpr int64_t kAlignFloats = 64;      // 256-byte alignment of each workspac
 
 static_assert(kMaxCh % kMicro == 0 && 2 * kMaxCh <= kThreads, "row norms use one thread per q or k row");
 static_assert(kMaxCh / 32 * 32 == kMaxCh, "attention rows are spread over the 32 lanes of a warp");
+static_assert(kMaxCh % kApplyWarps == 0 && kApplyChunkRows % kMicro == 0, "apply-stage tiling");
 
 // Branches in summation order; topk 0 marks the dense branch.
 struct Branches {
@@ -184,8 +186,9 @@ __global__ void __launch_bounds__(kThreads, 2) gram_partials_kernel(const T* __r
                                                                  float* __restrict__ partials, Geometry g) {
     constexpr int kStaged = 2 * (Slots == 1 ? kSmallHead : kMaxCh) * TileL / kThreads;
     // Row stride kMaxCh + 4 keeps float4 alignment and spreads the tile's column writes over 8 banks.
-    __shared__ __align__(16) float q_tile[TileL][kMaxCh + 4];
-    __shared__ __align__(16) float k_tile[TileL][kMaxCh + 4];
+    __shared__ __align__(16) float tiles[2][TileL][kMaxCh + 4];
+    float(*q_tile)[kMaxCh + 4] = tiles[0];
+    float(*k_tile)[kMaxCh + 4] = tiles[1];
     const int64_t nh = blockIdx.y;
     const int split = blockIdx.x;
     const int ch = g.ch;
@@ -284,9 +287,9 @@ __global__ void __launch_bounds__(kThreads, 2) gram_partials_kernel(const T* __r
         return;
     }
     // Add the groups' copies in group order (deterministic) through shared memory: groups *
-    // micro_tiles <= kThreads items of 16 floats fit in q_tile, which the loop no longer needs.
-    float* sums = &q_tile[0][0];
-    static_assert(Slots > 1 || kThreads * kMicro * kMicro <= TileL * (kMaxCh + 4), "group sums must fit in q_tile");
+    // micro_tiles <= kThreads items of 16 floats fit in the tiles, which the loop no longer needs.
+    float* sums = &tiles[0][0][0];
+    static_assert(Slots > 1 || kThreads * kMicro * kMicro <= 2 * TileL * (kMaxCh + 4), "group sums must fit");
     if (threadIdx.x < groups * micro_tiles) {
 #pragma unroll
         for (int e = 0; e < kMicro * kMicro; ++e) {
@@ -458,35 +461,36 @@ __device__ __forceinline__ void store_positions(T* __restrict__ row, int64_t pos
     }
 }
 
-// Warp w computes output rows w, w + kApplyWarps, ... for the block's 128 positions (4 per lane): each
-// step reads 4 rows of v (512 contiguous bytes per row and warp in FP32; the block's 8 warps share
-// them through L1) and one float4 of A per output row (a shared-memory broadcast) for 16 FMAs.
+// Per block-iteration (128 positions), the block stages v in shared memory kApplyChunkRows rows at a
+// time with coalesced 4-wide loads, each element read from DRAM once; warp w accumulates output rows
+// w, w + kApplyWarps, ... over the chunks, 4 positions per lane: each step reads 4 staged rows (float4,
+// conflict-free) and one float4 of A per output row (a broadcast) for 16 FMAs per row.
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 2) apply_attention_kernel(const T* __restrict__ v,
                                                                       const float* __restrict__ attention,
                                                                       T* __restrict__ out, Geometry g,
                                                                       bool vectorized) {
-    extern __shared__ __align__(16) float a_shared[]; // (ch, ch4)
-    const int64_t nh = blockIdx.y;
+    extern __shared__ __align__(16) float apply_shared[];
     const int ch = g.ch;
     const int ch4 = g.ch4;
+    float* a_shared = apply_shared;            // (ch, ch4)
+    float* v_shared = apply_shared + ch * ch4; // (kApplyChunkRows, kApplyPositions); offset keeps 16-B alignment
+    const int64_t nh = blockIdx.y;
     const float4* a_src = reinterpret_cast<const float4*>(attention + nh * ch * ch4);
     for (int e = threadIdx.x; e < ch * ch4 / 4; e += kThreads) {
         reinterpret_cast<float4*>(a_shared)[e] = a_src[e];
     }
-    __syncthreads();
 
     const T* v_head = v + nh * ch * g.length;
     T* out_head = out + nh * ch * g.length;
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     const int rows = warp < ch ? (ch - warp + kApplyWarps - 1) / kApplyWarps : 0;
+    constexpr int kChunks = kApplyPositions / kApplyVec; // 4-position pieces per staged row
     for (int64_t base = static_cast<int64_t>(blockIdx.x) * kApplyPositions; base < g.length;
          base += static_cast<int64_t>(gridDim.x) * kApplyPositions) {
         const int64_t pos = base + lane * kApplyVec;
-        if (rows == 0 || pos >= g.length) {
-            continue;
-        }
+        const bool active = rows > 0 && pos < g.length;
         float acc[kMaxApplyRows][kApplyVec];
 #pragma unroll
         for (int r = 0; r < kMaxApplyRows; ++r) {
@@ -495,35 +499,53 @@ __global__ void __launch_bounds__(kThreads, 2) apply_attention_kernel(const T* _
                 acc[r][p] = 0.0f;
             }
         }
-        for (int j0 = 0; j0 < ch4; j0 += kMicro) {
-            float vj[kMicro][kApplyVec];
+        for (int c0 = 0; c0 < ch4; c0 += kApplyChunkRows) {
+            const int chunk_rows = ch4 - c0 < kApplyChunkRows ? ch4 - c0 : kApplyChunkRows;
+            for (int item = threadIdx.x; item < chunk_rows * kChunks; item += kThreads) {
+                const int row = item / kChunks;
+                const int piece = item % kChunks;
+                float values[kApplyVec] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (c0 + row < ch) {
+                    load_positions(v_head + (c0 + row) * g.length, base + piece * kApplyVec, g.length, vectorized,
+                                   values);
+                }
+                *reinterpret_cast<float4*>(&v_shared[row * kApplyPositions + piece * kApplyVec]) =
+                    make_float4(values[0], values[1], values[2], values[3]);
+            }
+            __syncthreads(); // the first pass also orders the copy of A before its use
+            if (active) {
+                for (int j = 0; j < chunk_rows; j += kMicro) {
+                    float vj[kMicro][kApplyVec];
 #pragma unroll
-            for (int x = 0; x < kMicro; ++x) {
-                if (j0 + x < ch) {
-                    load_positions(v_head + (j0 + x) * g.length, pos, g.length, vectorized, vj[x]);
-                } else {
+                    for (int x = 0; x < kMicro; ++x) {
+                        const float4 t = *reinterpret_cast<const float4*>(
+                            &v_shared[(j + x) * kApplyPositions + lane * kApplyVec]);
+                        vj[x][0] = t.x, vj[x][1] = t.y, vj[x][2] = t.z, vj[x][3] = t.w;
+                    }
 #pragma unroll
-                    for (int p = 0; p < kApplyVec; ++p) {
-                        vj[x][p] = 0.0f;
+                    for (int r = 0; r < kMaxApplyRows; ++r) {
+                        if (r < rows) {
+                            const float4 a = *reinterpret_cast<const float4*>(
+                                &a_shared[(warp + kApplyWarps * r) * ch4 + c0 + j]);
+#pragma unroll
+                            for (int p = 0; p < kApplyVec; ++p) {
+                                acc[r][p] = fmaf(a.x, vj[0][p], fmaf(a.y, vj[1][p], fmaf(a.z, vj[2][p],
+                                                                                         fmaf(a.w, vj[3][p],
+                                                                                              acc[r][p]))));
+                            }
+                        }
                     }
                 }
             }
+            __syncthreads(); // the next chunk overwrites v_shared
+        }
+        if (active) {
 #pragma unroll
             for (int r = 0; r < kMaxApplyRows; ++r) {
                 if (r < rows) {
-                    const float4 a = *reinterpret_cast<const float4*>(&a_shared[(warp + kApplyWarps * r) * ch4 + j0]);
-#pragma unroll
-                    for (int p = 0; p < kApplyVec; ++p) {
-                        acc[r][p] = fmaf(a.x, vj[0][p], fmaf(a.y, vj[1][p], fmaf(a.z, vj[2][p], fmaf(a.w, vj[3][p],
-                                                                                                  acc[r][p]))));
-                    }
+                    store_positions(out_head + (warp + kApplyWarps * r) * g.length, pos, g.length, vectorized,
+                                    acc[r]);
                 }
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < kMaxApplyRows; ++r) {
-            if (r < rows) {
-                store_positions(out_head + (warp + kApplyWarps * r) * g.length, pos, g.length, vectorized, acc[r]);
             }
         }
     }
@@ -619,8 +641,9 @@ cudaError_t launch(const void* q, const void* k, const void* v, const void* temp
     const int64_t tiles = (g.length + kApplyPositions - 1) / kApplyPositions;
     const int64_t wanted = (kTargetBlocks + g.pairs - 1) / g.pairs;
     const unsigned blocks = static_cast<unsigned>(tiles < wanted ? tiles : wanted);
-    const size_t shared = static_cast<size_t>(g.ch) * g.ch4 * sizeof(float);
-    if (shared > 48 * 1024) { // above the default limit the kernel must opt in (up to 64 KiB at C_h = 128)
+    const size_t shared =
+        (static_cast<size_t>(g.ch) * g.ch4 + static_cast<size_t>(kApplyChunkRows) * kApplyPositions) * sizeof(float);
+    if (shared > 48 * 1024) { // above the default the kernel must opt in: <= 52 KiB, within every GPU's limit
         const cudaError_t status = cudaFuncSetAttribute(apply_attention_kernel<T>,
                                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                         static_cast<int>(shared));

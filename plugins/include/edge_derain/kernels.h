@@ -51,8 +51,9 @@ EDR_API int edr_dilation_filter(const void* image, const void* kernels, void* ou
 EDR_API int edr_dilation_filter_host(const void* image, const void* kernels, void* output, int dtype, int n,
                                      int c, int h, int w, const int* dilations, int num_dilations);
 
-/* Transposed attention limits: channels per head, and branches (dense + sparse ones) per call. */
-#define EDR_MAX_HEAD_CHANNELS 128
+/* Transposed attention limits: channels per head (the spec's models use 8..96; larger heads would not
+ * fit the kernels' shared-memory tiles on Turing), and branches (dense + sparse ones) per call. */
+#define EDR_MAX_HEAD_CHANNELS 96
 #define EDR_MAX_ATTENTION_BRANCHES 8
 
 /* Branch sets of the transposed attention (MODELS_SPEC section 2.2). */
