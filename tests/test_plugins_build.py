@@ -215,6 +215,11 @@ def test_attention_workspace_size_mirror_matches_library(lib):
         assert lib.edr_transposed_attention_workspace_size(n, c, h, w, heads) == \
             kernel_lib.transposed_attention_workspace_size(n, c, h, w, heads), (n, c, h, w, heads)
     assert lib.edr_transposed_attention_workspace_size(1, 10, 4, 4, 3) == 0  # C not divisible by heads
+    # Monotone in N, H, W: a plugin reserves the size of its profile's largest shape.
+    sizes = [[kernel_lib.transposed_attention_workspace_size(n, 48, h, 2 * h, 2) for h in (1, 7, 23, 64, 200, 540)]
+             for n in range(1, 9)]
+    assert all(row == sorted(row) for row in sizes)
+    assert all(list(column) == sorted(column) for column in zip(*sizes))
 
 
 @pytest.mark.parametrize("case", [

@@ -289,7 +289,7 @@ ATTENTION_MODES = {"dense": 0, "sparse": 1, "dual": 2, "multi": 3}  # edr_attent
 # The kernels' launch geometry (plugins/kernels/transposed_attention.cu, make_geometry), mirrored so that
 # engine builders size the plugin workspace without loading the compiled library, which build machines
 # may lack; tests/test_plugins_build.py checks the two agree.
-_MIN_SPLIT_POSITIONS, _TARGET_BLOCKS, _MAX_SPLITS, _ALIGN_FLOATS = 1024, 1024, 1024, 64
+_MIN_SPLIT_POSITIONS, _TARGET_BLOCKS, _ALIGN_FLOATS = 1024, 1024, 64
 
 
 def transposed_attention_workspace_size(n: int, c: int, h: int, w: int, num_heads: int) -> int:
@@ -300,9 +300,9 @@ def transposed_attention_workspace_size(n: int, c: int, h: int, w: int, num_head
         return -(-x // _ALIGN_FLOATS) * _ALIGN_FLOATS
     pairs, ch, length = n * num_heads, c // num_heads, h * w
     ch4 = -(-ch // 4) * 4
-    splits = max(1, min(-(-length // _MIN_SPLIT_POSITIONS), -(-_TARGET_BLOCKS // pairs), _MAX_SPLITS))
+    records = min(pairs * -(-length // _MIN_SPLIT_POSITIONS), pairs + _TARGET_BLOCKS)  # >= pairs * splits
     stats = ch * ch + 2 * ch
-    return 4 * (align(pairs * splits * stats) + align(pairs * stats) + align(pairs * ch * ch4))
+    return 4 * (align(records * stats) + align(pairs * stats) + align(pairs * ch * ch4))
 
 
 def _attention_codes(dtype, param_dtype, mode: str, topk: Sequence[int] | None):

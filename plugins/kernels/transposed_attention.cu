@@ -94,8 +94,14 @@ Geometry make_geometry(int n, int c, int h, int w, int heads) {
     g.splits = static_cast<int>(splits > 1 ? splits : 1);
     g.chunk = (g.length + g.splits - 1) / g.splits;
     g.stats = static_cast<int64_t>(g.ch) * g.ch + 2 * g.ch;
+    // The partials region is sized by a bound on pairs * splits that never decreases as N, H or W grow
+    // (pairs * splits itself can: 3 * 342 > 4 * 256), so the workspace a plugin reserves for a profile's
+    // largest shape covers every shape of the profile.
+    const int64_t records_by_length = g.pairs * by_length;
+    const int64_t records_bound = g.pairs + kTargetBlocks;
+    const int64_t records = records_by_length < records_bound ? records_by_length : records_bound;
     g.partials = 0;
-    g.reduced = align_up(g.pairs * g.splits * g.stats, kAlignFloats);
+    g.reduced = align_up(records * g.stats, kAlignFloats);
     g.attention = g.reduced + align_up(g.pairs * g.stats, kAlignFloats);
     g.total = g.attention + align_up(g.pairs * g.ch * g.ch4, kAlignFloats);
     return g;

@@ -81,7 +81,8 @@ typedef enum {
  * Norms and Gram matrices are accumulated in FP32 whatever `dtype` (the squares of 1080p-sized rows
  * overflow FP16; spec section 2.4), split over L into partial sums that are reduced in a fixed order, so
  * results are deterministic. `workspace` is device memory of at least
- * edr_transposed_attention_workspace_size(...) bytes (256-byte aligned).
+ * edr_transposed_attention_workspace_size(...) bytes (16-byte aligned). That size never decreases as n,
+ * h or w grow, so the size for a profile's largest shape serves every shape of the profile.
  *
  * Returns 0 on success or a cudaError_t value (cudaErrorInvalidValue = 1 for bad arguments, checked
  * before any CUDA call); never throws. Four kernel launches, asynchronous on `stream`.
