@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_derain.gst.gating import RainGate, rain_score
+from edge_derain.gst.gating import DEFAULT_OFF, DEFAULT_ON, RainGate, rain_score
 from edge_derain.gst.pipeline import (PipelineDefinition, PipelineOptions, PipelineRunner, SinkSpec, compose,
                                       element, gst_value, infer_pipeline, list_definitions, run_pipeline)
 
@@ -160,7 +160,7 @@ def test_rain_score_separates_rain_from_a_dry_frame(ort_backend):
     clean = to_uint8(read_image(SAMPLE_IMAGE))
     rainy = to_uint8(RainRenderer.preset("heavy").render(clean / 255.0, np.random.default_rng(3))[0])
     dry, wet = (rain_score(x, derain_frame(ort_backend, x)) for x in (clean, rainy))
-    assert dry < 1.5 < 2.5 < wet  # the gate's default off / on thresholds
+    assert dry < DEFAULT_OFF < DEFAULT_ON < wet
     with pytest.raises(ValueError, match="two HxWx3 RGB frames"):
         rain_score(clean, clean[:10])
 

@@ -7,15 +7,16 @@ share one orientation (they fall in one direction), while the texture a network 
 every way, so the mean absolute high-pass residual (in 8-bit grey levels) is weighted by the
 *coherence* of its structure tensor (0: isotropic, 1: one orientation).
 
-Measured with the shipped EfDeRain weights on 35 development backgrounds (clean_bsd, 481x321) with
-rendered rain, the score's median is 1.0 on dry images, 1.5 with light, 2.4 with medium and 4.0 with
-heavy rain (90th percentile of dry images: 2.7); on a smooth scene such as the shipped sample it is
-1.4 dry and 5.3 with heavy rain. The defaults (on at 2.5, off at 1.5) turn deraining on for 77% of the
-heavy-rain images and for 11% of the dry ones, and off for 74% of the dry ones: a single frame cannot
-always tell a textured dry scene from drizzle (the ROC area, dry vs heavy, is 0.89), so the gate errs
-towards deraining (it starts on, and a dry scene full of vertical texture keeps it on; the only cost
-is the compute it would have saved). Calibrate ``gate-on``/``gate-off`` on a few seconds of your own
-dry and rainy footage with :func:`rain_score`.
+Measured with the shipped EfDeRain weights (the H100-trained ``efderain_w025``) on 35 development
+backgrounds (clean_bsd, 481x321) with rendered rain, the score's median is 2.0 on dry images, 2.9 with
+light, 4.1 with medium and 7.3 with heavy rain (90th percentile of dry images: 3.3); on a smooth scene
+such as the shipped sample it is 1.6 dry and 6.5 with heavy rain. The defaults (on at 3.0, off at 2.0)
+turn deraining on for 97% of the heavy-rain images, 77% of the medium ones and 17% of the dry ones, and
+off for 54% of the dry ones: a single frame cannot always tell a textured dry scene from drizzle (the
+ROC area, dry vs heavy, is 0.99), so the gate errs towards deraining (it starts on, and a dry scene full
+of vertical texture keeps it on; the only cost is the compute it would have saved). The scores depend on
+the network: calibrate ``gate-on``/``gate-off`` for your model on a few seconds of
+your own dry and rainy footage with :func:`rain_score`.
 
 The network must run for a score to exist, so while the gate is off it still runs on one frame in
 ``probe_interval`` (a probe); a probe above the on-threshold makes the gate probe every frame until
@@ -32,7 +33,7 @@ import numpy as np
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 HIGH_PASS_SIGMA = 2.0
-DEFAULT_ON, DEFAULT_OFF, DEFAULT_MIN_FRAMES, DEFAULT_PROBE_INTERVAL = 2.5, 1.5, 3, 15
+DEFAULT_ON, DEFAULT_OFF, DEFAULT_MIN_FRAMES, DEFAULT_PROBE_INTERVAL = 3.0, 2.0, 3, 15
 
 
 def _luma(frame: np.ndarray) -> np.ndarray:
@@ -91,7 +92,7 @@ class RainGate:
                  raining: bool = True):
         if not off_threshold < on_threshold:
             raise ValueError(f"the gate's off-threshold ({off_threshold}) must be below its on-threshold "
-                             f"({on_threshold}) for hysteresis; e.g. gate-on=2.5 gate-off=1.5")
+                             f"({on_threshold}) for hysteresis; e.g. gate-on=3.0 gate-off=2.0")
         if min_frames < 1 or probe_interval < 1:
             raise ValueError(f"gate min-frames and probe interval must be >= 1, got {min_frames} and {probe_interval}")
         self.on_threshold, self.off_threshold = float(on_threshold), float(off_threshold)
