@@ -38,3 +38,13 @@ def rtx():
     if not flavour.supports_targets:
         pytest.skip(f"{flavour.name} builds only for the local GPU; these tests need TensorRT-RTX targets")
     return flavour
+
+
+@pytest.fixture
+def plugin_desc():
+    """``plugin_desc(trt, shape, dtype)``: a LINEAR ``PluginTensorDesc`` as TensorRT hands a plugin at runtime."""
+    def make(trt, shape, dtype):
+        desc = trt.PluginTensorDesc()
+        desc.dims, desc.type, desc.format = trt.Dims(list(shape)), dtype, trt.TensorFormat.LINEAR
+        return desc
+    return make

@@ -124,7 +124,7 @@ def test_fields_parse_and_validate():
         check_attention_runtime_shapes(AttentionConfig(1), [(1, 128, 5, 7)] * 3 + [(1,)])
 
 
-def test_plugin_round_trips_and_hands_pointers_to_kernel_lib(rtx, monkeypatch):
+def test_plugin_round_trips_and_hands_pointers_to_kernel_lib(rtx, monkeypatch, plugin_desc):
     from edge_derain.engine import kernel_lib
 
     trt = rtx.module
@@ -141,9 +141,7 @@ def test_plugin_round_trips_and_hands_pointers_to_kernel_lib(rtx, monkeypatch):
     monkeypatch.setattr(kernel_lib, "launch_transposed_attention", lambda *args, **kw: calls.append((args, kw)))
 
     def desc(shape, dtype):
-        d = trt.PluginTensorDesc()
-        d.dims, d.type, d.format = trt.Dims(list(shape)), dtype, trt.TensorFormat.LINEAR
-        return d
+        return plugin_desc(trt, shape, dtype)
 
     half, single = trt.DataType.HALF, trt.DataType.FLOAT
     data = [desc((1, 16, 6, 5), half)] * 3

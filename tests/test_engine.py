@@ -375,7 +375,7 @@ def test_register_python_plugins_is_idempotent():
 
 
 @needs_trt
-def test_plugin_runtime_hands_tensorrt_pointers_to_kernel_lib(monkeypatch):
+def test_plugin_runtime_hands_tensorrt_pointers_to_kernel_lib(monkeypatch, plugin_desc):
     from edge_derain.engine import kernel_lib
 
     trt = _FLAVOUR.module
@@ -384,9 +384,7 @@ def test_plugin_runtime_hands_tensorrt_pointers_to_kernel_lib(monkeypatch):
     monkeypatch.setattr(kernel_lib, "launch_dilation_filter", lambda *args, **kw: calls.append((args, kw)))
 
     def desc(shape, dtype):
-        d = trt.PluginTensorDesc()
-        d.dims, d.type, d.format = trt.Dims(list(shape)), dtype, trt.TensorFormat.LINEAR
-        return d
+        return plugin_desc(trt, shape, dtype)
 
     plugin = python_plugins.plugin_classes(trt)["DilationFilter"][0]((1, 2))
     half = trt.DataType.HALF
