@@ -5,9 +5,13 @@
 with ``IPluginRegistry.load_library`` - the Python plugin is not registered in that build - and an
 exported EfficientDeRain plugin graph is built into FP32 and FP16 engines.
 
-Where the plugin came from is checked two ways: the network's plugin layer is not an instance of the
-Python plugin class (``implementation == "library"``), and a graph with an invalid dilation is
-rejected with the C++ creator's own wording, which the Python plugin does not use.
+Small hand-made graphs with one ``TransposedAttention`` node (dense with 2 heads, dual, multi with two
+top-k values) are built the same way, FP16 through the builder's FP16 conversion.
+
+Where the plugins came from is checked two ways: the network's plugin layers are not instances of the
+Python plugin classes (``implementation == "library"``), and graphs with an invalid dilation or an
+invalid attention field are rejected with the C++ plugins' own wording, which the Python plugins do
+not use.
 
 The CMake build lives in pytest's cache directory, so only the first run compiles (about 10 s on two
 cores for one CUDA architecture); later runs rebuild only what changed.
@@ -140,3 +144,82 @@ def test_invalid_dilation_is_rejected_in_the_cpp_creators_words(plugin_library, 
     log_text = log_path.read_text()
     assert "every dilation must be an integer >= 1, got 0" in log_text  # plugins/trt/DilationFilterPlugin.cpp
     assert "dilations must be positive integers" not in log_text  # the Python plugin's wording
+
+
+# ---- TransposedAttention ---------------------------------------------------------------------------
+
+ATTENTION_CHANNELS = 16
+ATTENTION_PROFILE = ShapeProfile((1, ATTENTION_CHANNELS, 8, 8), (1, ATTENTION_CHANNELS, 32, 32),
+                                 (2, ATTENTION_CHANNELS, 64, 64), input_name="x")
+ATTENTION_CASES = {
+    # name: (num_heads, mode, topk, branch weights or None)
+    "dense-2heads": (2, "dense", None, None),
+    "dual": (1, "dual", [11], [0.5, 0.5]),  # DDSA: dense + top int(0.7 * C_h)
+    "multi": (2, "multi", [4, 6], [0.2, 0.3]),
+}
+
+
+def attention_graph(path: Path, num_heads: int, mode: str, topk: list[int] | None,
+                    branch_weights: list[float] | None) -> Path:
+    """x (N, 16, H, W) -> q, k, v by three 1x1 convs -> one TransposedAttention node -> o."""
+    rng = np.random.default_rng(0)
+    channels = ATTENTION_CHANNELS
+    initializers = [numpy_helper.from_array(rng.standard_normal((channels, channels, 1, 1)).astype(np.float32), name)
+                    for name in ("wq", "wk", "wv")]
+    initializers.append(numpy_helper.from_array(rng.uniform(0.5, 2.0, num_heads).astype(np.float32), "temperature"))
+    inputs = ["q", "k", "v", "temperature"]
+    if branch_weights is not None:
+        initializers.append(numpy_helper.from_array(np.asarray(branch_weights, np.float32), "branch_weights"))
+        inputs.append("branch_weights")
+    attributes = dict(num_heads=num_heads, mode=mode, eps=1e-12, plugin_version="1", plugin_namespace="")
+    if topk is not None:
+        attributes["topk"] = topk
+    nodes = [helper.make_node("Conv", ["x", f"w{t}"], [t], name=f"proj_{t}") for t in "qkv"]
+    nodes.append(helper.make_node("TransposedAttention", inputs, ["o"], name="attention", domain="edge_derain",
+                                  **attributes))
+    shape = ["N", channels, "H", "W"]
+    graph = helper.make_graph(nodes, path.stem, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("o", TensorProto.FLOAT, shape)], initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("edge_derain", 1)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("case", ATTENTION_CASES, ids=list(ATTENTION_CASES))
+def test_rtx_builds_attention_with_the_cpp_plugin(plugin_library, tmp_path, case, precision):
+    num_heads, mode, topk, weights = ATTENTION_CASES[case]
+    graph = attention_graph(tmp_path / f"{case}.onnx", num_heads, mode, topk, weights)
+    log_path = tmp_path / "build.log"
+    result = build_engine(graph, tmp_path / f"{case}_{precision}.engine", precision, ATTENTION_PROFILE, "sm86",
+                          verbose_log_path=log_path, plugin_library=plugin_library)
+    assert result.plugin_library == plugin_library.resolve()
+    assert result.plugins == [{"layer": "attention", "onnx_nodes": ["attention"], "plugin": "TransposedAttention",
+                               "version": "1", "namespace": "", "implementation": "library"}]
+    (plugin_layer,) = result.plugin_layers
+    # The layer lists q, k, v (its constant temperature / branch weights are baked into the engine) and,
+    # after the output, its workspace. The FP16 graph stores the parameters in FP16 too.
+    dtype = "Float" if precision == "fp32" else "Half"
+    assert plugin_layer.input_dtypes == (dtype,) * 3 and plugin_layer.output_dtypes[0] == dtype
+    assert "attention" not in (result.fp32_nodes or {})  # the node itself runs in FP16 in the fp16 graph
+    engine = result.engine_path.read_bytes()
+    assert len(engine) == result.engine_bytes > 0 and b"accelerators={sm86 }" in engine
+    assert "Found registered plugin: TransposedAttention" in log_path.read_text()
+
+
+@pytest.mark.parametrize("mode,topk,weights,message,python_wording", [
+    # createPlugin rejects the fields themselves
+    ("dual", [3, 4], [0.5, 0.5], "mode 'dual' takes exactly 1 topk value, got 2", "takes exactly one topk values"),
+    # getOutputShapes, once C is known (C_h = 16 for one head); the parser calls it
+    ("sparse", [17], None, "topk 17 exceeds the 16 channels per head", "topk [17] exceeds"),
+], ids=["dual-two-topk", "topk-above-head"])
+def test_invalid_attention_is_rejected_in_the_cpp_plugins_words(plugin_library, tmp_path, mode, topk, weights,
+                                                                message, python_wording):
+    graph = attention_graph(tmp_path / "bad.onnx", 1, mode, topk, weights)
+    log_path = tmp_path / "bad.log"
+    with pytest.raises(OnnxParseError, match="could not parse bad.onnx"):
+        build_engine(graph, tmp_path / "bad.engine", "fp32", ATTENTION_PROFILE, "sm86", verbose_log_path=log_path,
+                     plugin_library=plugin_library)
+    log_text = log_path.read_text()
+    assert f"TransposedAttention plugin: {message}" in log_text  # plugins/trt/TransposedAttentionPlugin.cpp
+    assert python_wording not in log_text  # edge_derain/engine/python_plugins.py's wording

@@ -1,11 +1,10 @@
 #include "DilationFilterPlugin.h"
+#include "pluginUtils.h"
 
 #include "edge_derain/kernels.h"
 
-#include <cstdio>
 #include <exception>
 #include <limits>
-#include <mutex>
 #include <string>
 #include <utility>
 
@@ -29,34 +28,11 @@ constexpr int32_t kNbInputs = 2; // image, kernels
 constexpr int32_t kNbOutputs = 1;
 constexpr int64_t kTaps = 9;     // 3x3 kernel per colour
 
-std::mutex gLoggerMutex;
-nvinfer1::ILoggerFinder* gLoggerFinder = nullptr;
-
 void log(ILogger::Severity severity, std::string const& message) noexcept {
-    ILogger* logger = nullptr;
-    {
-        std::lock_guard<std::mutex> lock(gLoggerMutex);
-        if (gLoggerFinder != nullptr) {
-            logger = gLoggerFinder->findLogger();
-        }
-    }
-    std::string const text = std::string(kPluginName) + " plugin: " + message;
-    if (logger != nullptr) {
-        logger->log(severity, text.c_str());
-    } else {
-        std::fprintf(stderr, "%s\n", text.c_str());
-    }
+    pluginLog(kPluginName, severity, message);
 }
 
 void logError(std::string const& message) noexcept { log(ILogger::Severity::kERROR, message); }
-
-std::string dimsToString(Dims const& dims) {
-    std::string text = "(";
-    for (int32_t i = 0; i < dims.nbDims; ++i) {
-        text += (i ? ", " : "") + std::to_string(dims.d[i]);
-    }
-    return text + ")";
-}
 
 // Describes what is wrong with an (image, kernels) shape pair, or returns "" when consistent. A
 // dimension of -1 (unknown until runtime) matches anything.
@@ -80,16 +56,6 @@ std::string shapeProblem(Dims const& image, Dims const& kernels) {
     return "";
 }
 
-// Build-time shapes as Dims, with -1 where a dimension is not a build-time constant.
-Dims constantDims(DimsExprs const& exprs) {
-    Dims dims{};
-    dims.nbDims = exprs.nbDims;
-    for (int32_t i = 0; i < exprs.nbDims; ++i) {
-        dims.d[i] = exprs.d[i]->isConstant() ? exprs.d[i]->getConstantValue() : -1;
-    }
-    return dims;
-}
-
 bool checkShapes(Dims const& image, Dims const& kernels) noexcept {
     std::string const problem = shapeProblem(image, kernels);
     if (!problem.empty()) {
@@ -107,32 +73,7 @@ bool checkIoCounts(int32_t nbInputs, int32_t nbOutputs) noexcept {
     return true;
 }
 
-// Reads an INT32 or INT64 field (the ONNX parser and the Python API produce either) into int64 values.
-bool readInts(PluginField const& field, std::vector<int64_t>* values) {
-    values->clear();
-    if (field.type == PluginFieldType::kINT32) {
-        auto const* data = static_cast<int32_t const*>(field.data);
-        values->assign(data, data + field.length);
-    } else if (field.type == PluginFieldType::kINT64) {
-        auto const* data = static_cast<int64_t const*>(field.data);
-        values->assign(data, data + field.length);
-    } else {
-        return false;
-    }
-    return true;
-}
-
-std::string readString(PluginField const& field) {
-    std::string text(static_cast<char const*>(field.data), static_cast<size_t>(field.length));
-    return text.substr(0, text.find('\0')); // some producers count the terminating NUL in length
-}
-
 } // namespace
-
-void setPluginLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept {
-    std::lock_guard<std::mutex> lock(gLoggerMutex);
-    gLoggerFinder = finder;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // DilationFilterPlugin

@@ -88,8 +88,4 @@ private:
     nvinfer1::PluginFieldCollection mFieldCollection;
 };
 
-//! Routes plugin diagnostics to the logger TensorRT hands over through setLoggerFinder(); stderr
-//! before that.
-void setPluginLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
-
 } // namespace edge_derain

@@ -29,7 +29,7 @@ struct AttentionConfig {
     int32_t numHeads = 1;
     edr_attention_mode mode = EDR_ATTENTION_DENSE;
     std::vector<int32_t> topk; //!< empty for dense
-    float eps = 1e-12f;
+    float eps = 1e-12f;        //!< PyTorch F.normalize's default (spec section 0.2)
 
     //! Attention maps combined by the branch weights: 1 for dense/sparse, 2 for dual, len(topk) for multi.
     int32_t numBranches() const noexcept;
@@ -67,9 +67,11 @@ public:
     bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
                                    int32_t nbOutputs) noexcept override;
     int32_t getNbOutputs() const noexcept override;
-    //! Sized for the profile's largest q (inputs[0].max): split-K partial sums, Gram matrices, attention maps.
+    //! The kernels' scratch (split-K partial sums, Gram matrices, attention maps) for the profile's largest q,
+    //! inputs[0].max: the size never decreases with N, H or W.
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-                            nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
+                            nvinfer1::DynamicPluginTensorDesc const* outputs,
+                            int32_t nbOutputs) const noexcept override;
 
     // IPluginV3OneRuntime
     int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
@@ -111,9 +113,5 @@ private:
     std::vector<nvinfer1::PluginField> mFieldNames;
     nvinfer1::PluginFieldCollection mFieldCollection;
 };
-
-//! Routes this plugin's diagnostics to the logger TensorRT hands over through setLoggerFinder();
-//! stderr before that (the DilationFilter counterpart is setPluginLoggerFinder).
-void setTransposedAttentionLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 
 } // namespace edge_derain

@@ -6,6 +6,8 @@
 // No static REGISTER_TENSORRT_PLUGIN registration: it would need getPluginRegistry() from libnvinfer,
 // and this library deliberately links no TensorRT library (see DilationFilterPlugin.h).
 #include "DilationFilterPlugin.h"
+#include "TransposedAttentionPlugin.h"
+#include "pluginUtils.h"
 
 #include <cstdint>
 
@@ -19,7 +21,9 @@ namespace {
 
 nvinfer1::IPluginCreatorInterface* const* creatorList(int32_t& nbCreators) noexcept {
     static edge_derain::DilationFilterPluginCreator dilationFilterCreator;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&dilationFilterCreator};
+    static edge_derain::TransposedAttentionPluginCreator transposedAttentionCreator;
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&dilationFilterCreator,
+                                                                  &transposedAttentionCreator};
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
 }
