@@ -191,20 +191,32 @@ void checkCreator(IPluginCreatorV3One* creator, CapturingLogger& logger) {
     CHECK(logger.saw("padding = 'zeros'"));
 }
 
+// The plugin's three V3 capability interfaces, after checking their kinds, its name and its one output.
+struct Interfaces {
+    IPluginV3OneCore* core;
+    IPluginV3OneBuild* build;
+    IPluginV3OneRuntime* runtime;
+};
+
+Interfaces checkInterfaces(IPluginV3* plugin, char const* name) {
+    auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
+    auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
+    auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    CHECK(std::strcmp(core->getPluginName(), name) == 0);
+    CHECK(std::strcmp(core->getInterfaceInfo().kind, "PLUGIN_V3ONE_CORE") == 0);
+    CHECK(std::strcmp(build->getInterfaceInfo().kind, "PLUGIN_V3ONE_BUILD") == 0);
+    CHECK(std::strcmp(runtime->getInterfaceInfo().kind, "PLUGIN_V3ONE_RUNTIME") == 0);
+    CHECK(build->getNbOutputs() == 1);
+    return {core, build, runtime};
+}
+
 void checkPlugin(IPluginCreatorV3One* creator, CapturingLogger& logger) {
     std::unique_ptr<IPluginV3> plugin(create(creator, {}));
     CHECK(plugin != nullptr);
     if (!plugin) {
         return;
     }
-    auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
-    auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
-    auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
-    CHECK(std::strcmp(core->getPluginName(), "DilationFilter") == 0);
-    CHECK(std::strcmp(core->getInterfaceInfo().kind, "PLUGIN_V3ONE_CORE") == 0);
-    CHECK(std::strcmp(build->getInterfaceInfo().kind, "PLUGIN_V3ONE_BUILD") == 0);
-    CHECK(std::strcmp(runtime->getInterfaceInfo().kind, "PLUGIN_V3ONE_RUNTIME") == 0);
-    CHECK(build->getNbOutputs() == 1);
+    auto [core, build, runtime] = checkInterfaces(plugin.get(), "DilationFilter");
 
     DataType const halfIn[] = {DataType::kHALF, DataType::kHALF};
     DataType outType = DataType::kFLOAT;
@@ -501,14 +513,7 @@ void checkAttentionPlugin(IPluginCreatorV3One* creator, CapturingLogger& logger)
     if (!plugin) {
         return;
     }
-    auto* core = static_cast<IPluginV3OneCore*>(plugin->getCapabilityInterface(PluginCapabilityType::kCORE));
-    auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
-    auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
-    CHECK(std::strcmp(core->getPluginName(), "TransposedAttention") == 0);
-    CHECK(std::strcmp(core->getInterfaceInfo().kind, "PLUGIN_V3ONE_CORE") == 0);
-    CHECK(std::strcmp(build->getInterfaceInfo().kind, "PLUGIN_V3ONE_BUILD") == 0);
-    CHECK(std::strcmp(runtime->getInterfaceInfo().kind, "PLUGIN_V3ONE_RUNTIME") == 0);
-    CHECK(build->getNbOutputs() == 1);
+    auto [core, build, runtime] = checkInterfaces(plugin.get(), "TransposedAttention");
 
     // Output type = q's; the parameters may differ from q but not from each other.
     DataType outType = DataType::kFLOAT;
