@@ -337,10 +337,11 @@ def _transposed_attention_classes(trt) -> tuple[type, type]:
         def get_output_shapes(self, inputs, shape_inputs, expr_builder):
             # Raising here is safe: the parser turns it into an "invalid node" error.
             try:
-                wanted = "4 or 5" if not self.config.needs_weights else "5"
-                if len(inputs) not in ((5,) if self.config.needs_weights else (4, 5)):
-                    raise ValueError(f"TransposedAttention mode {self.config.mode!r} takes {wanted} inputs "
-                                     f"(q, k, v, temperature, branch_weights), got {len(inputs)}")
+                allowed = (5,) if self.config.needs_weights else (4, 5)
+                if len(inputs) not in allowed:
+                    raise ValueError(f"TransposedAttention mode {self.config.mode!r} takes "
+                                     f"{' or '.join(map(str, allowed))} inputs (q, k, v, temperature, "
+                                     f"branch_weights), got {len(inputs)}")
                 if any(len(x) != 4 for x in inputs[:3]):
                     raise ValueError("TransposedAttention q, k and v must be 4-D NCHW")
                 channels = inputs[0][1]
