@@ -167,7 +167,7 @@ def check_attention_channels(config: AttentionConfig, channels: int | None) -> N
     per_head, limit = channels // config.num_heads, kernel_lib.max_head_channels()
     if per_head > limit:
         raise ValueError(f"TransposedAttention has {per_head} channels per head, more than the plugin's {limit}; "
-                         "use more heads or export the portable graph (--portable)")
+                         "use more heads or build the portable graph (the .portable.onnx that export writes)")
     if any(t > per_head for t in config.topk):
         raise ValueError(f"TransposedAttention topk {list(config.topk)} exceeds the {per_head} channels per head; "
                          "compute topk with topk_from_ratios(C_h, ratios)")

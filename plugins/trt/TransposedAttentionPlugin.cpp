@@ -116,7 +116,8 @@ std::string shapeProblem(AttentionConfig const& config, Dims const* inputs, int3
         int64_t const perHead = channels / config.numHeads;
         if (perHead > EDR_MAX_HEAD_CHANNELS) {
             return "heads of " + std::to_string(perHead) + " channels exceed the kernels' limit of " +
-                   std::to_string(EDR_MAX_HEAD_CHANNELS) + "; use more heads or export the portable graph (--portable)";
+                   std::to_string(EDR_MAX_HEAD_CHANNELS) +
+                   "; use more heads or build the portable graph (the .portable.onnx that export writes)";
         }
         for (int32_t k : config.topk) {
             if (k > perHead) {
