@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from edge_derain.data import (PRESETS, PairedFolderDataset, RainMix, RainRenderer, ShuffledConcatDataset,
-                              SyntheticRainDataset, build_training_set, build_validation_set, code_blend_weights,
-                              fit_to_size, list_images, random_crop_flip, read_image, reflect_pad_to, streak_kernel,
-                              to_image, to_tensor, write_image)
+from edge_derain.data import (PRESETS, DataRecipe, PackedTrainingSet, PackError, PairedFolderDataset, RainMix,
+                              RainRenderer, SyntheticRainDataset, build_pack, code_blend_weights, fit_to_size,
+                              list_images, load_pack, open_eval_set, random_crop_flip, read_image, reflect_pad_to,
+                              scene_split, split_side_by_side, streak_kernel, to_image, to_tensor, write_image)
+from edge_derain.metrics import psnr
 from edge_derain.data.rainmix import OPERATIONS, sample_operation, warp_float, warp_pil_uint8
 
 
@@ -56,11 +57,25 @@ def fake_data_dir(tmp_path) -> Path:
         streak = np.zeros((36, 60, 3), np.float32)
         streak[rng.integers(0, 36, 80), rng.integers(0, 60, 80)] = 1.0
         write_image(root / "streaks" / f"{i + 1}-4.png", streak)
+        write_image(root / "streaks_garg06" / f"{i + 1}-4.png", streak)
     make_pairs(root / "rain800", {f"r800_{i}.png": (random_image(rng, 44, 50), random_image(rng, 44, 50))
                                   for i in range(2)})
-    make_pairs(root / "val", {f"val_{i}.png": (random_image(rng, 40, 48), random_image(rng, 40, 48))
-                              for i in range(2)})
+    val = {f"val_{i}.png": (random_image(rng, 40, 48), smooth_image(rng, 40, 48)) for i in range(2)}
+    make_pairs(root / "val", val)
+    # rain800_train: clean | rainy side by side; scenes s0..s11 with two rainy versions each, and one
+    # scene that is also a validation image (it must be in neither the training nor the held-out part).
+    scenes = [smooth_image(rng, 40, 48) for _ in range(12)] + [val["val_0.png"][1]]
+    for k, clean in enumerate(scenes):
+        for version in range(2):
+            rainy = np.clip(clean + random_image(rng, 40, 48) * 0.3, 0, 1)
+            write_image(root / "rain800_train" / f"{k:02d}_{version}.png", np.concatenate([clean, rainy], 1))
     return root
+
+
+def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random smooth image (a scene: its thumbnail survives the rain noise added to it)."""
+    coarse = rng.random((4, 4, 3)).astype(np.float32)
+    return np.round(cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1) * 255) / np.float32(255)
 
 
 def items_equal(a: dict, b: dict) -> bool:
@@ -312,28 +327,15 @@ def _epochs(dataset, workers: int) -> list[dict]:
     return batches
 
 
-def test_worker_count_does_not_change_the_data(fake_data_dir):
+def test_worker_count_does_not_change_the_data(fake_data_dir, tmp_path):
     # Persistent workers keep their own dataset copy; the shared epoch must still reach them.
-    sets = [build_training_set(fake_data_dir, crop=16, seed=5, synthetic_repeat=2) for _ in range(2)]
+    pack = build_pack(fake_data_dir, tmp_path / "p.npz", budget_mib=2, crop=32, progress=False)
+    sets = [PackedTrainingSet(pack, crop=16, seed=5, epoch_size=8) for _ in range(2)]
     serial, parallel = _epochs(sets[0], 0), _epochs(sets[1], 2)
     assert len(serial) == len(parallel) == 8
     for x, y in zip(serial, parallel):
         assert x["name"] == y["name"] and torch.equal(x["rain"], y["rain"]) and torch.equal(x["clean"], y["clean"])
     assert not torch.equal(serial[0]["rain"], serial[4]["rain"])   # epoch 1 differs from epoch 0
-
-
-def test_shuffled_concat_permutes_per_epoch(fake_data_dir):
-    ds = build_training_set(fake_data_dir, crop=8, seed=0, synthetic_repeat=3)
-    sizes = [len(d) for d in ds.datasets]
-    assert len(ds) == sum(sizes) == 3 * 3 + 2
-    orders = []
-    for epoch in (0, 1, 0):
-        ds.set_epoch(epoch)
-        orders.append([ds[i]["name"] for i in range(len(ds))])
-        assert all(d.epoch == epoch for d in ds.datasets)
-    assert sorted(orders[0]) == sorted(["bsd0.jpg", "bsd1.jpg", "bsd2.jpg"] * 3 + ["r800_0.png", "r800_1.png"])
-    assert orders[0] == orders[2] and orders[0] != orders[1]
-    assert isinstance(ds, ShuffledConcatDataset)
 
 
 # ---------------------------------------------------------------------------------------- renderer
@@ -366,7 +368,8 @@ def test_rain_only_brightens_without_haze(blend):
 
 def test_haze_veils_towards_the_atmospheric_light():
     clean = random_image(np.random.default_rng(14), 32, 32)
-    renderer = RainRenderer(haze=(0.4, 0.4), atmospheric_light=(0.9, 0.9), brightness=(0.0, 0.0))
+    renderer = RainRenderer(haze=(0.4, 0.4), haze_variation=(0.0, 0.0), atmospheric_light=(0.9, 0.9),
+                            brightness=(0.0, 0.0))
     rainy, layer = renderer.render(clean, np.random.default_rng(0))
     assert layer.max() == 0
     np.testing.assert_allclose(rainy, 0.6 * clean + 0.4 * 0.9, atol=1e-6)
@@ -382,7 +385,7 @@ def test_heavier_presets_add_more_rain():
                         np.mean([np.mean((rainy - clean) ** 2) for rainy, _ in layers]))
     assert energy["light"][0] < energy["medium"][0] < energy["heavy"][0]
     assert energy["light"][1] < energy["medium"][1] < energy["heavy"][1]
-    assert set(PRESETS) == {"light", "medium", "heavy"}
+    assert set(PRESETS) == {"drizzle", "light", "medium", "heavy", "storm", "dense"}
 
 
 def test_streak_kernel_geometry():
@@ -413,9 +416,13 @@ def test_renderer_validation():
         RainRenderer(length=(30.0, 10.0))
     with pytest.raises(ValueError, match="blend"):
         RainRenderer(blend="multiply")
-    with pytest.raises(ValueError, match="layers"):
-        RainRenderer(layers=3)
-    with pytest.raises(ValueError, match="light, medium, heavy"):
+    with pytest.raises(ValueError, match="depth_layers"):
+        RainRenderer(depth_layers=(0, 2))
+    with pytest.raises(ValueError, match="directions"):
+        RainRenderer(directions=(1, 1.5))
+    with pytest.raises(ValueError, match="density"):
+        RainRenderer(density=(0.0, 0.5))
+    with pytest.raises(ValueError, match="drizzle, light, medium, heavy"):
         RainRenderer.preset("torrential")
     with pytest.raises(ValueError, match="HxWx3"):
         RainRenderer().render(np.zeros((4, 4), np.float32), np.random.default_rng(0))
@@ -541,39 +548,137 @@ def test_datasets_apply_rainmix(fake_data_dir):
 # -------------------------------------------------------------------------------- training sets
 
 
-def test_training_set_uses_only_training_folders(fake_data_dir):
-    ds = build_training_set(fake_data_dir, crop=16, seed=0, rainmix=RainMix(fake_data_dir / "streaks"),
-                            synthetic_repeat=2)
-    synthetic, rain800 = ds.datasets
-    used = [Path(p) for p in synthetic.files] + rain800.files
-    assert {p.parent.name for p in used} == {"clean_bsd", "rain", "clean"}
-    assert {p.parent.parent.name for p in rain800.files} == {"rain800"}
-    names = {ds[i]["name"] for i in range(len(ds))}
-    assert names == {"bsd0.jpg", "bsd1.jpg", "bsd2.jpg", "r800_0.png", "r800_1.png"}
-    assert all(ds[i]["rain"].shape == (3, 16, 16) for i in range(len(ds)))
-    only_synthetic = build_training_set(fake_data_dir, crop=16, seed=0, include_rain800=False)
-    assert len(only_synthetic.datasets) == 1
-    with pytest.raises(ValueError, match="rainmix"):
-        build_training_set(fake_data_dir, crop=16, rainmix="augmix")
+def test_presets_span_drizzle_to_storm():
+    clean = random_image(np.random.default_rng(20), 96, 128) * 0.5 + 0.2
+    mean_psnr = {name: np.mean([psnr(RainRenderer.preset(name).render(clean, np.random.default_rng(s))[0], clean)
+                                for s in range(4)]) for name in PRESETS}
+    assert mean_psnr["drizzle"] > 33          # barely changes the image
+    assert mean_psnr["drizzle"] > mean_psnr["light"] > mean_psnr["medium"] > mean_psnr["heavy"] > mean_psnr["storm"]
+    assert mean_psnr["storm"] < 20 and mean_psnr["dense"] < 30
 
 
-def test_real_training_and_validation_sets(data_dir):
-    train = build_training_set(data_dir, crop=64, seed=0, rainmix="code")
-    synthetic, rain800 = train.datasets
-    assert len(synthetic) == 4 * 209 and len(rain800) == 60 and len(train) == 4 * 209 + 60
-    used = {p.resolve() for p in synthetic.files + rain800.files}
-    for excluded in ("val", "real"):
-        assert not used & {p.resolve() for p in (data_dir / excluded).rglob("*")}
-    for i in range(3):
-        item = train[i]
-        assert item["rain"].shape == item["clean"].shape == (3, 64, 64)
-        assert 0 <= item["clean"].min() and item["clean"].max() <= 1
+def _orientation_histogram(layer: np.ndarray) -> np.ndarray:
+    """Gradient-energy histogram over 18 orientations (10-degree bins) of a grey streak layer."""
+    gx, gy = cv2.Sobel(layer, cv2.CV_32F, 1, 0), cv2.Sobel(layer, cv2.CV_32F, 0, 1)
+    angle = (np.degrees(np.arctan2(gy, gx)) % 180).ravel()
+    return np.histogram(angle, bins=18, range=(0, 180), weights=(gx * gx + gy * gy).ravel())[0]
 
-    val = build_validation_set(data_dir)
-    assert len(val) == 15 and val.crop is None
-    item = val[0]
-    assert item["rain"].shape == item["clean"].shape == (3, 321, 481)
-    np.testing.assert_array_equal(to_image(item["rain"]), read_image(data_dir / "val" / "rain" / item["name"]))
+
+def test_several_directions_and_depth_planes():
+    clean = np.zeros((160, 160, 3), np.float32)
+    base = dict(angle=(0.0, 0.0), length=(40.0, 40.0), width=(1.0, 1.0), density=(0.003, 0.003), blur=(0.0, 0.0),
+                brightness=(0.3, 0.3), haze=(0.0, 0.0), direction_spread=(40.0, 40.0))
+    one = RainRenderer(**base, directions=(1, 1), depth_layers=(1, 1)).render(clean, np.random.default_rng(1))[1]
+    two = RainRenderer(**base, directions=(2, 2), depth_layers=(1, 1)).render(clean, np.random.default_rng(1))[1]
+    peaks = lambda hist: int((hist > 0.3 * hist.max()).sum())
+    assert peaks(_orientation_histogram(two[..., 0])) > peaks(_orientation_histogram(one[..., 0]))
+    # A far plane adds many short, dim streaks: more lit pixels, lower mean brightness of a lit pixel.
+    deep = RainRenderer(**base, depth_layers=(3, 3)).render(clean, np.random.default_rng(1))[1]
+    assert (deep > 0.01).mean() > (one > 0.01).mean()
+
+
+def test_haze_grows_with_depth():
+    clean = np.zeros((120, 90, 3), np.float32)
+    renderer = RainRenderer(brightness=(0.0, 0.0), haze=(0.3, 0.3), haze_variation=(1.0, 1.0),
+                            atmospheric_light=(1.0, 1.0))
+    hazy = renderer.render(clean, np.random.default_rng(0))[0]
+    assert hazy[:30].mean() > hazy[-30:].mean() + 0.05        # the top of the frame is further away
+    assert hazy.mean() == pytest.approx(0.3, abs=0.03)        # the mean veil is the sampled haze
+
+
+def test_renderer_describe_is_json():
+    import json
+
+    described = RainRenderer.preset("storm").describe()
+    assert json.loads(json.dumps(described))["directions"] == [2, 3]
+
+
+def test_side_by_side_halves():
+    image = np.concatenate([np.zeros((4, 5, 3)), np.ones((4, 5, 3)), np.full((4, 1, 3), 0.5)], 1)
+    rain, clean = split_side_by_side(image)
+    assert rain.shape == clean.shape == (4, 5, 3) and clean.max() == 0 and rain.min() == 1
+    with pytest.raises(ValueError, match="side-by-side"):
+        split_side_by_side(np.zeros((4, 1, 3)))
+
+
+def test_scene_split_holds_out_whole_scenes_and_reserves_val(fake_data_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGE_DERAIN_CACHE", str(tmp_path / "cache"))
+    split = scene_split(fake_data_dir)
+    scene = lambda name: name.split("_")[0]
+    train, holdout, reserved = ({scene(n) for n in split[k]} for k in ("train", "holdout", "val_scenes"))
+    assert holdout and train and reserved == {"12"}           # scene 12 is the clean image of val_0.png
+    assert not train & holdout and not (train | holdout) & reserved
+    assert len(split["train"]) + len(split["holdout"]) + len(split["val_scenes"]) == 26
+    assert list((tmp_path / "cache" / "splits").glob("*.json"))   # cached
+    assert scene_split(fake_data_dir) == split
+
+
+def test_pack_round_trip_within_budget_and_never_val(fake_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_DERAIN_CACHE", str(tmp_path / "cache"))
+    pack = build_pack(fake_data_dir, tmp_path / "p.npz", budget_mib=1, crop=16, progress=False)
+    assert (tmp_path / "p.npz").stat().st_size <= 2 ** 20
+    loaded = load_pack(tmp_path / "p.npz")
+    assert loaded.summary() == pack.summary() and loaded.crop == 16
+    assert len(loaded.pairs) and len(loaded.backgrounds) and len(loaded.streaks)
+    np.testing.assert_array_equal(loaded.pairs, pack.pairs)
+    # No crop comes from val/ or from a held-out scene (all of them are random or distinct smooth images).
+    forbidden = [read_image(f) for f in list_images(fake_data_dir / "val" / "clean")]
+    forbidden += [split_side_by_side(read_image(fake_data_dir / "rain800_train" / n))[1]
+                  for n in scene_split(fake_data_dir)["holdout"]]
+    for crop in list(loaded.backgrounds) + [p[1] for p in loaded.pairs]:
+        crop = crop.astype(np.float32) / 255
+        for image in forbidden:
+            windows = np.lib.stride_tricks.sliding_window_view(image, (16, 16, 3))[..., 0, :, :, :]
+            assert np.abs(windows - crop).max(axis=(-1, -2, -3)).min() > 1e-3
+
+
+def test_pack_errors_are_one_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match="edge-derain pack"):
+        load_pack(tmp_path / "missing.npz")
+    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(PackError, match="rebuild") as info:
+        load_pack(tmp_path / "trunc.npz")
+    assert "\n" not in str(info.value)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(PackError, match="not an edge_derain training pack"):
+        load_pack(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError, match="no training data"):
+        build_pack(tmp_path, tmp_path / "x.npz", progress=False)
+
+
+def test_packed_training_set_draws_every_kind_deterministically(fake_data_dir, tmp_path):
+    pack = build_pack(fake_data_dir, tmp_path / "p.npz", budget_mib=2, crop=32, progress=False)
+    ds = PackedTrainingSet(pack, crop=24, seed=1, epoch_size=64)
+    again = PackedTrainingSet(pack, crop=24, seed=1, epoch_size=64)
+    items = [ds[i] for i in range(64)]
+    assert all(items_equal(a, again[i]) for i, a in enumerate(items))
+    kinds = {item["name"].split(":")[0].rstrip("0123456789") for item in items}
+    assert kinds == {"pair", "dry", "synthetic", "rainmix"}
+    for item in items:
+        assert item["rain"].shape == item["clean"].shape == (3, 24, 24)
+        assert torch.equal(item["rain"], item["clean"]) == item["name"].startswith("dry")
+    only_dry = PackedTrainingSet(pack, crop=24, recipe=DataRecipe(pair=0, dry=1, synthetic=0, rainmix=0))
+    assert all(torch.equal(only_dry[i]["rain"], only_dry[i]["clean"]) for i in range(5))
+    with pytest.raises(ValueError, match="larger than the pack"):
+        PackedTrainingSet(pack, crop=48)
+    with pytest.raises(ValueError, match="presets"):
+        DataRecipe(presets={"hail": 1.0})
+
+
+def test_real_data_splits_eval_sets_and_pack(data_dir, tmp_path):
+    split = scene_split(data_dir)
+    assert len(split["holdout"]) >= 40 and len(split["train"]) >= 400
+    assert not set(split["train"]) & set(split["holdout"])
+    assert split["val_scenes"], "Rain800 shares scenes with val/: they must be reserved"
+    sizes = {name: len(open_eval_set(data_dir, name)) for name in ("val", "rain800-holdout", "light", "dry")}
+    assert sizes == {"val": 15, "rain800-holdout": len(split["holdout"]), "light": 30, "dry": 15}
+    light = open_eval_set(data_dir, "light")[3]
+    assert 28 < psnr(to_image(light["rain"]), to_image(light["clean"])) < 60
+    pack = build_pack(data_dir, tmp_path / "p.npz", budget_mib=6, progress=False)
+    assert pack.meta["counts"]["pairs"] > 20 and pack.meta["counts"]["backgrounds"] > 20
+    assert pack.meta["bytes"] <= 6 * 2 ** 20 and pack.meta["excluded"]["holdout"] == len(split["holdout"])
+    with pytest.raises(ValueError, match="unknown evaluation set"):
+        open_eval_set(data_dir, "rain100h")
 
 
 def test_rain800_varied_sizes_crop_to_one_size(data_dir):

@@ -122,3 +122,58 @@ class PairedFolderDataset(SeededPairDataset):
                              f"{rain.shape[0]}, clean {clean.shape[1]}x{clean.shape[0]}; fix or remove the pair")
         rain, clean = random_crop_flip([rain, clean], self.crop, self.flip, rng)
         return rain, clean, rain_path.name
+
+
+def split_side_by_side(image: np.ndarray, name: str = "image") -> tuple[np.ndarray, np.ndarray]:
+    """``(rain, clean)`` from one side-by-side image: clean on the left half, rainy on the right (split at
+    ``width // 2``), the original form of the Rain800 (ID-CGAN) training set."""
+    half = image.shape[1] // 2
+    if half < 1:
+        raise ValueError(f"{name} is {image.shape[1]} px wide: a side-by-side pair needs clean | rainy halves")
+    return image[:, half:2 * half], image[:, :half]
+
+
+class SideBySidePairDataset(SeededPairDataset):
+    """Pairs stored one per file, clean on the left half and rainy on the right (``rain800_train/``).
+
+    ``files`` selects a subset (e.g. the training or held-out part of :func:`rain800_split`); by default
+    every image of ``root``.
+    """
+
+    def __init__(self, root: str | os.PathLike, files: list[Path] | None = None, crop: int | None = None,
+                 flip: bool = False, seed: int = 0, repeat: int = 1, rainmix: RainMix | None = None,
+                 rainmix_prob: float = 1.0):
+        super().__init__(crop=crop, flip=flip, seed=seed, repeat=repeat, rainmix=rainmix,
+                         rainmix_prob=rainmix_prob)
+        self.root = Path(root)
+        self.files = list(files) if files is not None else list_images(self.root)
+        if not self.files:
+            raise ValueError(f"no side-by-side pairs selected in {self.root}; pass a folder of clean|rainy images")
+
+    @property
+    def num_sources(self) -> int:
+        return len(self.files)
+
+    def load_pair(self, source: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+        path = self.files[source]
+        rain, clean = split_side_by_side(read_image(path), path.name)
+        rain, clean = random_crop_flip([rain, clean], self.crop, self.flip, rng)
+        return rain, clean, path.name
+
+
+class DryDataset(SeededPairDataset):
+    """Clean images as both input and target: how much a model changes a frame with no rain in it."""
+
+    def __init__(self, files: list[Path]):
+        super().__init__(crop=None, flip=False, seed=0, repeat=1, rainmix=None, rainmix_prob=1.0)
+        self.files = list(files)
+        if not self.files:
+            raise ValueError("DryDataset got no clean images")
+
+    @property
+    def num_sources(self) -> int:
+        return len(self.files)
+
+    def load_pair(self, source: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+        image = read_image(self.files[source])
+        return image, image, self.files[source].name

@@ -30,6 +30,7 @@ import math
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -112,15 +113,32 @@ class RainMix:
     training pair; see the module docstring for the two variants.
     """
 
-    def __init__(self, streak_dir: str | os.PathLike, variant: str = "paper",
-                 rainy_base_prob: float = CODE_RAINY_BASE_PROB, cache_size: int = 256):
+    def __init__(self, streaks: str | os.PathLike | Sequence[np.ndarray], variant: str = "paper",
+                 rainy_base_prob: float = CODE_RAINY_BASE_PROB, cache_size: int = 256,
+                 opacity: tuple[float, float] = (1.0, 1.0)):
         if variant not in VARIANTS:
             raise ValueError(f"unknown RainMix variant {variant!r}; choose 'paper' or 'code'")
         if not 0.0 <= rainy_base_prob <= 1.0:
             raise ValueError(f"rainy_base_prob must be in [0, 1], got {rainy_base_prob}")
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
-        streak_dir = Path(streak_dir)
+        if len(opacity) != 2 or not 0.0 <= opacity[0] <= opacity[1] <= 1.0:
+            raise ValueError(f"RainMix opacity must be a (low, high) pair in [0, 1], got {opacity!r}")
+        self.variant = variant
+        self.rainy_base_prob = rainy_base_prob
+        # Both variants composite the streak map at full strength; an opacity below 1 (drawn per image)
+        # extends RainMix to light rain, which the papers' recipe never shows the model.
+        self.opacity = (float(opacity[0]), float(opacity[1]))
+        self.maps: list[np.ndarray] | None = None
+        if not isinstance(streaks, (str, os.PathLike)):
+            # In-memory maps (uint8 H x W grey or H x W x 3), e.g. from a training pack.
+            self.maps = [np.asarray(m) for m in streaks]
+            if not self.maps or any(m.dtype != np.uint8 or m.ndim not in (2, 3) for m in self.maps):
+                raise ValueError("RainMix needs a non-empty list of uint8 H x W (x 3) streak maps")
+            self.files = [Path(f"map{i}") for i in range(len(self.maps))]
+            self.cache_size, self._cache = 0, OrderedDict()
+            return
+        streak_dir = Path(streaks)
         if not streak_dir.is_dir():
             raise FileNotFoundError(f"RainMix streak folder {streak_dir} does not exist; pass the folder of "
                                     f"Garg-Nayar streak images (streaks_garg06/ in the data directory)")
@@ -129,8 +147,6 @@ class RainMix:
         except FileNotFoundError:
             raise FileNotFoundError(f"RainMix streak folder {streak_dir} holds no images; pass the folder of "
                                     f"Garg-Nayar streak images (streaks_garg06/ in the data directory)") from None
-        self.variant = variant
-        self.rainy_base_prob = rainy_base_prob
         # Maps are drawn uniformly from all 825, so a bounded LRU hits with probability only about
         # cache_size/825; decoding a map costs ~2 ms against ~10 ms for the chains, so the cache
         # just trims that while the bound keeps each DataLoader worker's copy small (grey maps are
@@ -139,10 +155,13 @@ class RainMix:
         self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"RainMix({self.files[0].parent}, variant={self.variant!r}, {len(self.files)} streak maps)"
+        source = f"{len(self.maps)} in-memory" if self.maps is not None else f"{self.files[0].parent},"
+        return f"RainMix({source} variant={self.variant!r}, {len(self.files)} streak maps, opacity={self.opacity})"
 
     def load_streak(self, index: int) -> np.ndarray:
         """Streak map ``index`` as uint8, H x W for grey maps (all Garg–Nayar maps) else H x W x 3."""
+        if self.maps is not None:
+            return self.maps[index]
         path = self.files[index]
         if path in self._cache:
             self._cache.move_to_end(path)
@@ -202,7 +221,8 @@ class RainMix:
         """The augmented rainy image for the pair ``(rain, clean)`` (float32 H x W x 3, same size).
 
         Random draws, in order: the base image (rainy with probability ``rainy_base_prob``), the
-        streak layer (``sample_streak_layer``), its window (``fit_to_size``).
+        streak layer (``sample_streak_layer``), its window (``fit_to_size``), then its opacity (only when
+        ``opacity`` is not the papers' full strength).
         """
         if rain.shape != clean.shape or rain.ndim != 3 or rain.shape[2] != 3:
             raise ValueError(f"RainMix.apply expects two HxWx3 images of one size, got {rain.shape} and {clean.shape}")
@@ -210,6 +230,8 @@ class RainMix:
         layer = fit_to_size(self.sample_streak_layer(rng), base.shape[0], base.shape[1], rng)
         if layer.ndim == 2:
             layer = layer[:, :, None]
+        if self.opacity != (1.0, 1.0):
+            layer = layer * np.float32(rng.uniform(*self.opacity))
         if self.variant == "paper":
             return np.clip(base + layer, 0.0, 1.0).astype(np.float32)
         return (base + layer - base * layer).astype(np.float32)
