@@ -38,14 +38,22 @@ def _aliases(model: torch.nn.Module) -> set[str]:
     return aliases
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, **metadata) -> Path:
-    """Write ``path`` (.safetensors) and its JSON sidecar atomically; return the weights path."""
+def save_checkpoint(path: str | Path, model: torch.nn.Module, storage_dtype: torch.dtype = torch.float32,
+                    **metadata) -> Path:
+    """Write ``path`` (.safetensors) and its JSON sidecar atomically; return the weights path.
+
+    ``storage_dtype=torch.float16`` halves the file (shipped weights); floating tensors are rounded to it
+    and load back into FP32 parameters. The sidecar records the storage type and the parameter count.
+    """
     path = Path(path).with_suffix(".safetensors")
     aliases = _aliases(model)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in aliases}
+    state = {k: v.detach().to("cpu", storage_dtype if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items() if k not in aliases}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
-    sidecar = {"model": model.model_name, "config": model.model_config, **metadata}
+    sidecar = {"model": model.model_name, "config": model.model_config, **metadata,
+               "storage": str(storage_dtype).replace("torch.", ""),
+               "parameters": sum(p.numel() for p in model.parameters())}
     atomic_write_json(sidecar_path(path), sidecar)
     return path
 

@@ -61,11 +61,39 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(model=args.model, data=args.data, out=args.out, model_config=_model_config(args),
                       iters=args.iters, batch=args.batch, crop=args.crop, lr=args.lr, betas=tuple(args.betas),
                       decay_start=args.decay_start, loss=args.loss, loss_config=_parse_kv(args.loss_arg),
-                      rainmix=args.rainmix, time_limit_min=args.time_limit,
-                      epoch_iters=args.epoch_iters, seed=args.seed, workers=args.workers,
+                      rainmix=args.rainmix, recipe=_parse_kv(args.recipe_arg), pack=args.pack,
+                      pack_mib=args.pack_mib, init=args.init, time_limit_min=args.time_limit,
+                      epoch_iters=args.epoch_iters, amp=args.amp, seed=args.seed, workers=args.workers,
                       device=args.device, resume=args.resume, val_limit=args.val_limit)
     result = train(cfg, progress=not args.quiet)
-    print(json.dumps({"out": args.out, "best": result["best"], "val": result["val"]}, indent=2))
+    print(json.dumps({"out": args.out, "best": result["best"], "last": result["last"], "val": result["val"],
+                      "eval": result["eval"]}, indent=2))
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from .data import build_pack
+
+    pack = build_pack(args.data, args.out, budget_mib=args.pack_mib, crop=args.crop, seed=args.seed,
+                      progress=not args.quiet)
+    print(f"wrote {args.out} ({pack.meta['bytes'] / 2 ** 20:.1f} MiB): {pack.summary()}")
+    return 0
+
+
+def cmd_ship(args) -> int:
+    from .release import ship_weights
+
+    path = ship_weights(args.weights, args.name, args.data, dest=args.dest, device=args.device,
+                        progress=not args.quiet)
+    print(f"wrote {path}, {path.with_suffix('.json').name} and {path.with_suffix('.md').name}")
+    return 0
+
+
+def cmd_card(args) -> int:
+    from .checkpoint import resolve_weights
+    from .model_card import write_model_card
+
+    print(f"wrote {write_model_card(resolve_weights(args.weights))}")
     return 0
 
 
@@ -74,8 +102,13 @@ def cmd_eval(args) -> int:
 
     if args.precisions:
         return _eval_precisions(args)
-    report = evaluate(_backend(args), args.data, limit=args.limit, progress=not args.quiet,
-                      detector=_detector(args))
+    data = args.data
+    if args.set:
+        from .data import open_eval_set
+
+        data = open_eval_set(args.data, args.set)
+    report = evaluate(_backend(args), data, limit=args.limit, progress=not args.quiet,
+                      detector=_detector(args), label=f"{args.set} of {args.data}" if args.set else None)
     report["weights"] = str(args.weights or "default")
     json_path, csv_path = write_report(report, args.out)
     print_report(report)
@@ -348,34 +381,71 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a registered model, or rain_autoencoder (RECA-Net's embedding target, trained first)")
     p.add_argument("--width", type=float, default=None, help="channel width multiplier (efderain)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE", help="extra model config")
-    p.add_argument("--data", required=True, help="data directory (clean_bsd/, rain800/, val/, streaks_garg06/)")
-    p.add_argument("--out", required=True, help="output folder for checkpoints and history")
+    p.add_argument("--data", default=None, help="data directory (clean_bsd/, rain800/, rain800_train/, streaks_garg06/; "
+                                                "val/ for validation); packed into OUT/train_pack.npz on first use")
+    p.add_argument("--pack", default=None, help="train on this pack (from 'edge-derain pack') instead of packing --data")
+    p.add_argument("--pack-mib", type=float, default=64.0, help="size budget of the pack built from --data")
+    p.add_argument("--out", required=True, help="output folder for checkpoints, model cards and history")
+    p.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="start from these weights (a shipped name such as efderain_w025, or a .safetensors) and "
+                        "extend their training lineage")
     p.add_argument("--iters", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="batch size; 0 = the biggest that fits the GPU")
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate at batch 16 (scaled by sqrt(batch/16))")
     p.add_argument("--betas", type=float, nargs=2, default=[0.5, 0.999],
                    help="Adam betas (EfDeRain's official 0.5 0.999; ELF/DANet use 0.9 0.999)")
     p.add_argument("--decay-start", type=float, default=0.4, help="fraction of iters before linear LR decay")
     p.add_argument("--loss", default=None, help="override the model's default loss")
     p.add_argument("--loss-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="loss options, e.g. autoencoder=ae.safetensors for recanet")
-    p.add_argument("--rainmix", choices=["paper", "code"], default=None, help="RainMix augmentation variant")
+    p.add_argument("--rainmix", choices=["paper", "code"], default=None, help="RainMix variant of the data recipe")
+    p.add_argument("--recipe-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="data recipe overrides (edge_derain.data.DataRecipe), e.g. dry=0.1")
     p.add_argument("--epoch-iters", type=int, default=None, help="iterations between validations")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop after this much wall-clock time (or --iters, whichever comes first); "
                         "the LR schedule follows elapsed time")
+    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"],
+                   help="mixed precision: auto = bf16 (else fp16) on a GPU, off on the CPU")
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N pairs only")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, default=-1, help="data loader workers; -1 = auto")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.state.pt")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("pack", help="pack the training data into one compact file of uint8 crops")
+    p.add_argument("--data", required=True, help="data directory (../shared/data layout)")
+    p.add_argument("--out", required=True, help="the pack file (.npz)")
+    p.add_argument("--pack-mib", type=float, default=64.0, help="size budget (64 MiB travels to a lent GPU)")
+    p.add_argument("--crop", type=int, default=128, help="crop size stored (training crops are <= this)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("ship", help="store trained weights as shipped FP16 weights, measured, with a model card")
+    p.add_argument("weights", help="a .safetensors checkpoint from 'edge-derain train'")
+    p.add_argument("--name", required=True, help="the shipped name, e.g. efderain_w025")
+    p.add_argument("--data", required=True, help="data directory with the evaluation sets (val/, rain800_train/)")
+    p.add_argument("--dest", default=str(Path(__file__).resolve().parent / "weights"),
+                   help="folder of the shipped weights")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_ship)
+
+    p = sub.add_parser("card", help="re-render the model card of weights from their sidecar")
+    p.add_argument("weights", help="a .safetensors checkpoint or a shipped name")
+    p.set_defaults(func=cmd_card)
+
     p = sub.add_parser("eval", help="PSNR/SSIM (Y, RGB) per image and mean on a paired folder")
     add_weights(p)
-    p.add_argument("--data", required=True, help="folder with rain/ and clean/ (same file names)")
+    p.add_argument("--data", required=True, help="folder with rain/ and clean/ (same file names), or with --set "
+                                                 "the data directory (../shared/data layout)")
+    p.add_argument("--set", default=None, choices=["val", "rain800-holdout", "light", "dry"],
+                   help="a named evaluation set of the data directory: val/, held-out Rain800 scenes, light rain "
+                        "on the val/ clean images, or dry frames (clean images as input)")
     p.add_argument("--out", default="eval_out", help="folder for eval.json and eval.csv")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--quiet", action="store_true")

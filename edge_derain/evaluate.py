@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from torch.utils.data import Dataset
+
 from .backends import Backend
 from .data import PairedFolderDataset, to_image
 from .metrics import MetricAccumulator, psnr, ssim
@@ -19,9 +21,11 @@ from .utils import atomic_path, atomic_write_json
 METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "input_psnr_y", "input_ssim_y", "time_ms")
 
 
-def evaluate(backend: Backend, data_dir: str | Path, limit: int | None = None, progress: bool = True,
-             detector=None) -> dict:
-    """Run ``backend`` on every pair of ``data_dir`` (``rain/`` + ``clean/``); return rows and means.
+def evaluate(backend: Backend, data_dir: str | Path | Dataset, limit: int | None = None, progress: bool = True,
+             detector=None, label: str | None = None) -> dict:
+    """Run ``backend`` on every pair of ``data_dir`` (a ``rain/`` + ``clean/`` folder, or a dataset of
+    full-size pairs such as ``edge_derain.data.open_eval_set``, named by ``label`` in the report);
+    return rows and means.
 
     With a ``detector`` (``edge_derain.detect.Detector``) the report also says how deraining serves the
     detector downstream: its detections on the clean image are the reference (the paired sets have no
@@ -29,7 +33,7 @@ def evaluate(backend: Backend, data_dir: str | Path, limit: int | None = None, p
     """
     from tqdm import tqdm
 
-    dataset = PairedFolderDataset(data_dir)
+    dataset = data_dir if isinstance(data_dir, Dataset) else PairedFolderDataset(data_dir)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     scores = MetricAccumulator()
     detections = DetectionScores() if detector is not None else None
@@ -49,11 +53,33 @@ def evaluate(backend: Backend, data_dir: str | Path, limit: int | None = None, p
     # The first image pays for lazy initialisation; the median is the honest per-image time.
     mean["median_time_ms"] = float(np.median([r["time_ms"] for r in scores.rows]))
     mean["gain_psnr_y"] = mean["psnr_y"] - mean["input_psnr_y"]
-    report = {"backend": backend.name, "precision": backend.precision, "data": str(data_dir),
+    report = {"backend": backend.name, "precision": backend.precision, "data": label or str(data_dir),
               "count": len(scores), "mean": mean, "images": scores.rows}
     if detections is not None:
         report["detection"] = {"detector": detector.name, **detections.summary()}
     return report
+
+
+def evaluate_sets(backend: Backend, data_dir: str | Path, progress: bool = False) -> dict:
+    """Mean metrics on every evaluation set that ``data_dir`` has (``edge_derain.data.EVAL_SETS``), each with
+    ``losses``: how many images came out worse (PSNR-Y) than the input."""
+    from .data import EVAL_SETS, open_eval_set
+
+    results = {}
+    for name in EVAL_SETS:
+        try:
+            dataset = open_eval_set(data_dir, name)
+        except FileNotFoundError:
+            continue
+        report = evaluate(backend, dataset, progress=progress, label=name)
+        mean = dict(report["mean"])
+        if name == "dry":   # input == target: its own PSNR is infinite, there is no gain to speak of
+            mean = {k: v for k, v in mean.items() if not k.startswith("input_") and k != "gain_psnr_y"}
+            results[name] = {"count": report["count"], **mean}
+            continue
+        results[name] = {"count": report["count"], **mean,
+                         "losses": sum(r["psnr_y"] < r["input_psnr_y"] for r in report["images"])}
+    return results
 
 
 class DetectionScores:

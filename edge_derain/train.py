@@ -1,37 +1,51 @@
 """The training loop behind ``edge-derain train``.
 
-Iteration-based (small data sets are repeated), with validation PSNR/SSIM (Y channel, as the deraining
-papers report) at every epoch boundary, atomic checkpoints (``last`` and ``best``) as safetensors + JSON
-sidecar, and exact resumption from ``last.state.pt`` (model, optimiser, step, RNG states).
+Iteration-based over a training pack (``edge_derain.data.pack``: built from ``--data`` on first use, or
+given with ``--pack`` on a machine without the data), with validation PSNR/SSIM (Y channel, as the
+deraining papers report) every ``epoch_iters``, atomic checkpoints (``last`` and ``best``) as safetensors
++ JSON sidecar + generated model card, and exact resumption from ``last.state.pt``.
+
+On a GPU it uses the hardware: mixed precision (bf16 where supported, else fp16 with loss scaling),
+channels-last tensors, the biggest batch that fits (``--batch 0``), DataLoader workers. ``--init`` starts
+from existing weights (e.g. the shipped checkpoint) and carries their training lineage forward, so every
+run, on any machine, adds to the same weights and the sidecar says how much training they have had.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import load_training_state, save_checkpoint, save_training_state
 from .backends import TorchBackend
-from .data import build_training_set
-from .evaluate import evaluate
+from .checkpoint import load_training_state, read_sidecar, resolve_weights, save_checkpoint, save_training_state
+from .data import DataRecipe, PackedTrainingSet, TrainingPack, build_pack, data_fingerprint, load_pack
+from .evaluate import evaluate, evaluate_sets
 from .losses import build_loss
+from .model_card import write_model_card
 from .models import create_model, get_entry
 from .utils import atomic_write_json, git_commit
+
+REFERENCE_BATCH = 16   # --lr is the learning rate at this batch; other batches scale it by sqrt(batch / 16)
+MAX_AUTO_BATCH = 64
 
 
 @dataclass
 class TrainConfig:
     model: str
-    data: str
+    data: str | None
     out: str
     model_config: dict = field(default_factory=dict)
     iters: int = 2000
-    batch: int = 8
+    batch: int = 8             # 0 = the biggest batch that fits the GPU (up to MAX_AUTO_BATCH); 8 on the CPU
     crop: int = 128
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)    # EfDeRain's official Adam betas (spec §7.5)
@@ -40,14 +54,20 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     loss: str | None = None    # None = the model's registered default
     loss_config: dict = field(default_factory=dict)  # keyword arguments of the loss (e.g. autoencoder=...)
-    rainmix: str | None = None  # None | "paper" | "code"
-    epoch_iters: int | None = None  # iterations between validations; None = one pass over the data
+    rainmix: str | None = None  # RainMix variant of the recipe: None = the recipe's default ("paper"), or "code"
+    recipe: dict = field(default_factory=dict)  # DataRecipe overrides
+    pack: str | None = None     # a prebuilt training pack; None = build/reuse OUT/train_pack.npz from data
+    pack_mib: float = 64.0
+    init: str | None = None     # start from these weights (a path or a shipped name) and extend their lineage
+    epoch_iters: int | None = None  # iterations between validations; None = one nominal pack epoch
     time_limit_min: float | None = None  # wall-clock budget; the LR schedule then follows elapsed time
+    amp: str = "auto"           # auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16
     seed: int = 0
-    workers: int = 0
+    workers: int = -1           # -1 = auto (CPU count - 1 on CUDA, 0 on the CPU)
     device: str = "auto"
     resume: bool = False
     val_limit: int | None = None
+    final_eval: bool = True     # evaluate every set of edge_derain.data.EVAL_SETS at the end (for the card)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,25 +110,113 @@ def _loss_on_outputs(loss_fn, outputs: tuple[torch.Tensor, ...], rainy: torch.Te
     return loss_fn(outputs, clean)
 
 
-def validate(model: torch.nn.Module, val_dir: Path, device: torch.device, limit: int | None = None) -> dict:
-    """Mean PSNR/SSIM (Y and RGB) of the model and of the rainy input on the validation pairs."""
-    metrics = evaluate(TorchBackend(model, device), val_dir, limit=limit, progress=False)["mean"]
+def validate(model: torch.nn.Module, data, device: torch.device, limit: int | None = None) -> dict:
+    """Mean PSNR/SSIM (Y and RGB) of the model and of the rainy input on paired data (a folder or dataset)."""
+    metrics = evaluate(TorchBackend(model, device), data, limit=limit, progress=False)["mean"]
     model.train()
     return metrics
 
 
-def _infinite(loader: DataLoader, dataset, start_epoch: int):
-    epoch = start_epoch
-    while True:
-        dataset.set_epoch(epoch)
-        yield from ((epoch, batch) for batch in loader)
-        epoch += 1
+def prepare_pack(cfg: TrainConfig, progress: bool = True) -> TrainingPack:
+    """The pack named by ``--pack``, else ``OUT/train_pack.npz`` (rebuilt when the data or budget changed)."""
+    if cfg.pack:
+        return load_pack(cfg.pack)
+    if not cfg.data:
+        raise ValueError("give --data DIR (to pack it) or --pack FILE (a pack built by 'edge-derain pack')")
+    path = Path(cfg.out) / "train_pack.npz"
+    if path.is_file():
+        pack = load_pack(path)
+        if (pack.meta.get("fingerprint") == data_fingerprint(cfg.data) and pack.meta.get("budget_mib") == cfg.pack_mib
+                and pack.crop >= cfg.crop):
+            return pack
+    return build_pack(cfg.data, path, budget_mib=cfg.pack_mib, crop=max(cfg.crop, 128), seed=cfg.seed,
+                      progress=progress)
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16 on GPUs that have it (no loss scaling needed), else fp16; none on the CPU,
+    whose bf16 is emulated and slower than fp32 on the project's machines."""
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if cfg.amp == "bf16" or (cfg.amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    if cfg.amp in ("fp16", "auto"):
+        return torch.float16
+    raise ValueError(f"--amp must be auto, off, bf16 or fp16, got {cfg.amp!r}")
+
+
+def _train_step(model, loss_fn, optim, scaler, rain, clean, dtype) -> torch.Tensor:
+    autocast = (torch.autocast(device_type=rain.device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+    with autocast:
+        outputs = model.forward_train(rain)
+    # The loss (SSIM windows, sums over the batch) runs in fp32 whatever the network computed in.
+    loss = _loss_on_outputs(loss_fn, tuple(o.float() for o in outputs), rain, clean)
+    optim.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optim)
+    scaler.update()
+    return loss
+
+
+def choose_batch(cfg: TrainConfig, model, loss_fn, device: torch.device, dtype) -> int:
+    """``cfg.batch``, or with ``--batch 0`` on a GPU the biggest power of two (<= MAX_AUTO_BATCH) whose
+    training step fits in 85 % of the GPU's memory (8 on the CPU)."""
+    if cfg.batch > 0:
+        return cfg.batch
+    if device.type != "cuda":
+        return 8
+    total = torch.cuda.get_device_properties(device).total_memory
+    optim = torch.optim.SGD(model.parameters(), lr=0.0)   # a throwaway optimiser: the probe must not train
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    batch = MAX_AUTO_BATCH
+    while batch > 1:
+        try:
+            torch.cuda.reset_peak_memory_stats(device)
+            x = torch.rand(batch, 3, cfg.crop, cfg.crop, device=device).to(memory_format=torch.channels_last)
+            _train_step(model, loss_fn, optim, scaler, x, x, dtype)
+            if torch.cuda.max_memory_allocated(device) < 0.85 * total:
+                break
+        except torch.cuda.OutOfMemoryError:
+            pass
+        batch //= 2
+        torch.cuda.empty_cache()
+    model.zero_grad(set_to_none=True)
+    return batch
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def _load_init(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
+    """Load ``--init`` weights into ``model``; return the lineage they carry (their earlier runs)."""
+    from .checkpoint import load_model
+
+    path = resolve_weights(cfg.init)
+    meta = read_sidecar(path)
+    if meta["model"] != cfg.model or meta.get("config", {}) != cfg.model_config:
+        raise ValueError(f"--init {cfg.init} holds {meta['model']} {meta.get('config', {})}, not {cfg.model} "
+                         f"{cfg.model_config}; pass the same --model/--width as the weights")
+    model.load_state_dict(load_model(path).state_dict())
+    if "lineage" in meta:
+        return list(meta["lineage"])
+    # Sidecars written before lineages existed record one run: its config, last step and machine.
+    cfg_then = meta.get("train_config", {})
+    return [{"started": None, "device": "cuda" if str(cfg_then.get("device", "")).startswith("cuda") else "cpu",
+             "device_name": meta.get("trained_on", "unrecorded"), "batch": cfg_then.get("batch"),
+             "crop": cfg_then.get("crop"), "lr": cfg_then.get("lr", 0.0), "amp": "off", "init": None,
+             "iters": int(meta.get("step", 0)), "wall_s": 60.0 * float(cfg_then.get("time_limit_min") or 0.0),
+             "step": int(meta.get("step", 0))}] if cfg_then else []
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train ``cfg.model`` on ``cfg.data``.
+    """Train ``cfg.model`` on the pack of ``cfg.data`` (or ``cfg.pack``).
 
-    Returns ``{"val": final validation metrics, "losses": per-step losses of this run, "best": path}``.
+    Returns ``{"val": final validation metrics, "losses": per-step losses of this run, "best": path,
+    "last": path, "eval": final metrics per evaluation set}``.
     """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,15 +226,27 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.crop % model.input_multiple:
         raise ValueError(f"--crop {cfg.crop} is not a multiple of {model.input_multiple} (required by {cfg.model})")
     loss_fn = build_loss(cfg.loss or get_entry(cfg.model).default_loss, **cfg.loss_config).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    recipe = DataRecipe(**{**({"rainmix_variant": cfg.rainmix} if cfg.rainmix else {}), **cfg.recipe})
+    pack = prepare_pack(cfg, progress)
+    lineage = _load_init(cfg, model) if cfg.init and not cfg.resume else []
+    dtype = amp_dtype(cfg, device)
+    if device.type == "cuda":
+        # cuDNN's NHWC kernels are the fast path for these conv nets on tensor cores.
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    batch = choose_batch(cfg, model, loss_fn, device, dtype)
+    lr = cfg.lr * math.sqrt(batch / REFERENCE_BATCH)
+    optim = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    train_set = build_training_set(cfg.data, crop=cfg.crop, seed=cfg.seed, rainmix=cfg.rainmix)
-    val_dir = Path(cfg.data) / "val"
-    loader = DataLoader(train_set, batch_size=cfg.batch, shuffle=False, drop_last=True,
-                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+    train_set = PackedTrainingSet(pack, crop=cfg.crop, recipe=recipe, seed=cfg.seed)
+    workers = cfg.workers if cfg.workers >= 0 else (max(1, min(8, (os.cpu_count() or 2) - 1)) if device.type == "cuda" else 0)
+    loader = DataLoader(train_set, batch_size=batch, shuffle=False, drop_last=True, num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=device.type == "cuda")
     epoch_iters = cfg.epoch_iters or max(1, len(loader))
+    val_dir = Path(cfg.data) / "val" if cfg.data and (Path(cfg.data) / "val").is_dir() else None
 
-    step, best, history = 0, -math.inf, []
+    step, best, history, previous_wall = 0, -math.inf, [], 0.0
     state_path = out / "last.state.pt"
     if cfg.resume:
         if not state_path.exists():
@@ -138,59 +258,88 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optimizer"])
         step, best, history = state["step"], state["best"], list(state["history"])
+        lineage, previous_wall = list(state.get("lineage", [])), float(state.get("wall_s", 0.0))
         torch.set_rng_state(state["torch_rng"])
 
     # Each epoch re-seeds the data from (seed, epoch, index), so resuming at a step continues the
     # same sample stream without storing the data loader's state.
-    epoch0 = step // max(1, len(loader))
-    batches = _infinite(loader, train_set, epoch0)
-    for _ in range(step % max(1, len(loader))):
-        next(batches)
+    def batches():
+        epoch = step // len(loader)
+        skip = step % len(loader)
+        while True:
+            train_set.set_epoch(epoch)
+            for i, item in enumerate(loader):
+                if i >= skip:
+                    yield epoch, item
+            epoch, skip = epoch + 1, 0
 
-    meta = {"data": str(cfg.data), "train_config": asdict(cfg), "git_commit": git_commit()}
+    run = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": device.type,
+           "device_name": _device_name(device), "batch": batch, "crop": cfg.crop, "lr": lr,
+           "amp": str(dtype).replace("torch.", "") if dtype else "off", "init": cfg.init,
+           "pack": {k: pack.meta.get(k) for k in ("fingerprint", "counts", "budget_mib", "bytes")}}
+    meta = {"data": {"dir": str(cfg.data) if cfg.data else None, "pack": pack.meta, "recipe": recipe.to_dict()},
+            "train_config": asdict(cfg), "git_commit": git_commit()}
+
+    def save(path_stem: str, metrics: dict, wall_s: float, eval_results: dict | None = None) -> Path:
+        runs = lineage + [{**run, "iters": step - start_step, "wall_s": round(wall_s, 1), "step": step}]
+        extra = {"eval": eval_results} if eval_results else {}
+        weights = save_checkpoint(out / path_stem, model, **meta, step=step, metrics=metrics, lineage=runs, **extra)
+        write_model_card(weights)
+        return weights
+
+    start_step = step
     model.train()
-    bar = tqdm(total=cfg.iters, initial=step, disable=not progress, desc=f"train {cfg.model}", unit="it")
+    bar = tqdm(total=cfg.iters, initial=step, disable=not progress, desc=f"train {cfg.model} (batch {batch})", unit="it")
     running, t0, losses = None, time.perf_counter(), []
     metrics = history[-1]["val"] if history else {}
+    stream = batches()
     done = step >= cfg.iters
     while not done:
-        epoch, batch = next(batches)
-        rain, clean = batch["rain"].to(device), batch["clean"].to(device)
+        epoch, item = next(stream)
+        rain = item["rain"].to(device, non_blocking=True)
+        clean = item["clean"].to(device, non_blocking=True)
+        if device.type == "cuda":
+            rain = rain.to(memory_format=torch.channels_last)
         for group in optim.param_groups:
-            group["lr"] = cfg.lr * lr_factor(step, cfg, time.perf_counter() - t0)
-        loss = _loss_on_outputs(loss_fn, model.forward_train(rain), rain, clean)
+            group["lr"] = lr * lr_factor(step, cfg, time.perf_counter() - t0)
+        loss = _train_step(model, loss_fn, optim, scaler, rain, clean, dtype)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
         step += 1
         losses.append(loss.item())
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        running = losses[-1] if running is None else 0.95 * running + 0.05 * losses[-1]
         bar.set_postfix(loss=f"{running:.4f}", lr=f"{optim.param_groups[0]['lr']:.2e}")
         bar.update()
-        done = schedule_progress(step, cfg, time.perf_counter() - t0) >= 1.0
+        done = schedule_progress(step, cfg, time.perf_counter() - t0) >= 1.0 or step >= cfg.iters
         if step % epoch_iters == 0 or done:
-            metrics = validate(model, val_dir, device, cfg.val_limit)
-            history.append({"step": step, "epoch": epoch, "loss": running, "val": metrics,
-                            "elapsed_s": time.perf_counter() - t0})
-            bar.write(f"step {step}: loss {running:.4f}  val PSNR-Y {metrics['psnr_y']:.2f} dB "
-                      f"(rainy input {metrics['input_psnr_y']:.2f})  SSIM-Y {metrics['ssim_y']:.4f}")
-            save_checkpoint(out / "last", model, **meta, step=step, metrics=metrics)
-            if metrics["psnr_y"] > best:
+            wall = previous_wall + time.perf_counter() - t0
+            if val_dir is not None:
+                metrics = validate(model, val_dir, device, cfg.val_limit)
+                bar.write(f"step {step}: loss {running:.4f}  val PSNR-Y {metrics['psnr_y']:.2f} dB "
+                          f"(rainy input {metrics['input_psnr_y']:.2f})  SSIM-Y {metrics['ssim_y']:.4f}")
+            history.append({"step": step, "epoch": epoch, "loss": running, "val": metrics, "elapsed_s": wall})
+            save("last", metrics, wall)
+            if metrics and metrics["psnr_y"] > best:
                 best = metrics["psnr_y"]
-                save_checkpoint(out / "best", model, **meta, step=step, metrics=metrics)
+                save("best", metrics, wall)
             save_training_state(state_path, {
                 "model": model.state_dict(), "optimizer": optim.state_dict(), "step": step, "best": best,
-                "history": history, "torch_rng": torch.get_rng_state(),
+                "history": history, "torch_rng": torch.get_rng_state(), "lineage": lineage, "wall_s": wall,
                 "config": {"model": cfg.model, "model_config": cfg.model_config}})
             atomic_write_json(out / "history.json", history)
     bar.close()
-    return {"val": metrics, "losses": losses, "best": str(out / "best.safetensors")}
+    eval_results = {}
+    if cfg.final_eval and cfg.data:
+        eval_results = evaluate_sets(TorchBackend(model, device), cfg.data, progress=progress)
+        model.train()
+        save("last", metrics, previous_wall + time.perf_counter() - t0, eval_results)
+    return {"val": metrics, "losses": losses, "best": str(out / "best.safetensors"),
+            "last": str(out / "last.safetensors"), "eval": eval_results}
 
 
 def train_rain_autoencoder(data_dir: str | Path, out: str | Path, iters: int = 2000, batch: int = 8, crop: int = 96,
-                           lr: float = 2e-4, seed: int = 0, device: str = "auto", progress: bool = True) -> Path:
+                           lr: float = 2e-4, seed: int = 0, device: str = "auto", progress: bool = True,
+                           pack: str | Path | None = None) -> Path:
     """Fit RECA-Net's rain autoencoder (ECNet): ``MSE(ae(R), R)`` on the rain layers ``R`` of the same
     training pairs the models see; its bottleneck is the target of RECA-Net's embedding-consistency loss.
 
@@ -207,12 +356,18 @@ def train_rain_autoencoder(data_dir: str | Path, out: str | Path, iters: int = 2
     device = resolve_device(device)
     autoencoder = RainAutoencoder().to(device).train()
     optim = torch.optim.Adam(autoencoder.parameters(), lr=lr)
-    train_set = build_training_set(data_dir, crop=crop, seed=seed)
-    loader = DataLoader(train_set, batch_size=batch, shuffle=False, drop_last=True)
-    batches = _infinite(loader, train_set, 0)
+    cfg = TrainConfig(model="rain_autoencoder", data=str(data_dir) if data_dir else None, out=str(out.parent),
+                      crop=crop, pack=str(pack) if pack else None)
+    train_set = PackedTrainingSet(prepare_pack(cfg, progress), crop=crop, seed=seed)
+    loader = iter(DataLoader(train_set, batch_size=batch, shuffle=False, drop_last=True))
     bar = tqdm(range(iters), disable=not progress, desc="train rain autoencoder", unit="it")
-    for _ in bar:
-        _, item = next(batches)
+    for i in bar:
+        try:
+            item = next(loader)
+        except StopIteration:
+            train_set.set_epoch(i)
+            loader = iter(DataLoader(train_set, batch_size=batch, shuffle=False, drop_last=True))
+            item = next(loader)
         rain = rain_layer(item["rain"].to(device), item["clean"].to(device))
         loss = torch.nn.functional.mse_loss(autoencoder(rain), rain)
         optim.zero_grad(set_to_none=True)

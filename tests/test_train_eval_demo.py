@@ -15,7 +15,8 @@ from edge_derain.train import TrainConfig, lr_factor, train
 
 def _config(data_dir, out, **kw):
     base = dict(model="efderain", data=str(data_dir), out=str(out), model_config={"width": 0.125},
-                iters=20, batch=4, crop=64, lr=1e-3, epoch_iters=10, val_limit=2, seed=3)
+                iters=20, batch=4, crop=64, lr=1e-3, epoch_iters=10, val_limit=2, seed=3, pack_mib=3,
+                final_eval=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -48,7 +49,10 @@ def test_training_smoke_lowers_loss_and_writes_checkpoints(data_dir, tmp_path):
         meta = read_sidecar(tmp_path / f"{name}.safetensors")
         assert meta["model"] == "efderain" and meta["config"]["width"] == 0.125
         assert set(meta["metrics"]) >= {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "input_psnr_y"}
-        assert meta["data"] == str(data_dir) and "git_commit" in meta
+        assert meta["data"]["dir"] == str(data_dir) and "git_commit" in meta
+        assert meta["data"]["pack"]["counts"]["pairs"] > 0 and meta["data"]["recipe"]["dry"] > 0
+        assert meta["lineage"][-1]["iters"] == meta["step"] == 20 and meta["lineage"][-1]["device"] == "cpu"
+        assert (tmp_path / f"{name}.md").read_text().startswith("# Model card")
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["step"] for h in history] == [10, 20]
     load_model(tmp_path / "best.safetensors")
@@ -185,3 +189,67 @@ def test_multi_output_models_train_through_the_same_loop(data_dir, tmp_path, mod
     assert not [w for w in caught if "autoencoder" in str(w.message)]  # the embedding term is on
     assert len(result["losses"]) == 3 and all(np.isfinite(result["losses"]))
     assert load_model(tmp_path / "last.safetensors").model_name == model
+
+
+@pytest.mark.slow
+def test_init_extends_lineage_and_ship_measures_fp16_weights(data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from edge_derain.checkpoint import save_checkpoint
+    from edge_derain.release import ship_weights
+
+    # A checkpoint from before lineages existed: its one run is read from its config, step and machine.
+    torch.manual_seed(0)
+    legacy = save_checkpoint(tmp_path / "legacy", create_model("efderain", width=0.125), step=120,
+                             train_config={"device": "cuda", "time_limit_min": 2.0, "batch": 16, "crop": 128},
+                             trained_on="some GPU")
+    train(_config(data_dir, tmp_path / "run", init=str(legacy), iters=4, epoch_iters=4), progress=False)
+    lineage = read_sidecar(tmp_path / "run" / "last.safetensors")["lineage"]
+    assert [(r["device"], r["iters"]) for r in lineage] == [("cuda", 120), ("cpu", 4)]
+    assert lineage[0]["wall_s"] == 120.0 and lineage[1]["init"] == str(legacy)
+    with pytest.raises(ValueError, match="--init"):
+        train(_config(data_dir, tmp_path / "bad", init=str(legacy), model_config={"width": 0.25}), progress=False)
+
+    shipped = ship_weights(tmp_path / "run" / "last.safetensors", "tiny", data_dir, dest=tmp_path / "ship",
+                           progress=False)
+    assert {t.dtype for t in load_file(str(shipped)).values()} == {torch.float16}
+    meta = read_sidecar(shipped)
+    assert meta["storage"] == "float16" and meta["lineage"] == lineage
+    assert set(meta["eval"]) == {"val", "rain800-holdout", "light", "dry"}
+    card = shipped.with_suffix(".md").read_text()
+    assert f"{meta['eval']['val']['gain_psnr_y']:+.2f} dB" in card and "0.03 CPU hours" not in card
+    assert "2.0 GPU minutes" in card and "124 iterations" in card
+    # What the card reports is what the FP16 file computes.
+    report = evaluate(TorchBackend(load_model(shipped)), data_dir / "val", progress=False)
+    assert report["mean"]["gain_psnr_y"] == pytest.approx(meta["eval"]["val"]["gain_psnr_y"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_shipped_model_cards_match_the_weights(data_dir):
+    """A card can never drift from its weights: the val/ gain measured now equals the card's, within 0.1 dB."""
+    from edge_derain.checkpoint import SHIPPED_DIR, list_shipped_weights
+
+    for name in list_shipped_weights():
+        meta = read_sidecar(SHIPPED_DIR / f"{name}.safetensors")
+        card_gain = meta["eval"]["val"]["gain_psnr_y"]
+        assert f"{card_gain:+.2f} dB" in (SHIPPED_DIR / f"{name}.md").read_text()
+        measured = evaluate(TorchBackend(load_model(name)), data_dir / "val", progress=False)["mean"]["gain_psnr_y"]
+        assert measured == pytest.approx(card_gain, abs=0.1), name
+
+
+def test_cli_pack_card_and_eval_sets(data_dir, tmp_path, capsys):
+    assert main(["pack", "--data", str(data_dir), "--out", str(tmp_path / "p.npz"), "--pack-mib", "3",
+                 "--quiet"]) == 0
+    assert "real pair crops" in capsys.readouterr().out
+    assert main(["eval", "--data", str(data_dir), "--set", "dry", "--out", str(tmp_path / "dry"), "--quiet",
+                 "--limit", "2"]) == 0
+    report = json.loads((tmp_path / "dry" / "eval.json").read_text())
+    assert report["count"] == 2 and report["data"].startswith("dry of")
+
+
+def test_amp_step_runs_on_cpu_in_bf16(data_dir, tmp_path):
+    # The GPU path (autocast + loss in fp32) exercised on the CPU: bf16 autocast works there too.
+    result = train(_config(data_dir, tmp_path, iters=2, epoch_iters=2, amp="bf16", batch=0), progress=False)
+    assert len(result["losses"]) == 2 and all(np.isfinite(result["losses"]))
+    assert read_sidecar(tmp_path / "last.safetensors")["lineage"][-1]["amp"] == "bfloat16"
+    assert read_sidecar(tmp_path / "last.safetensors")["lineage"][-1]["batch"] == 8

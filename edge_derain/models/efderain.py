@@ -80,6 +80,7 @@ class EfficientDeRain(DerainNet):
         return self.kernel_head(_up2(c8))
 
     def core(self, image: torch.Tensor) -> tuple[torch.Tensor]:
-        kernels = self.predict_kernels(image)
+        # Under mixed-precision training the KPN runs in bf16/fp16; the filter runs in the image's precision.
+        kernels = self.predict_kernels(image).to(image.dtype)
         filtered = dilation_filter(image, kernels, self.dilations)
         return (self.fusion(filtered),)
