@@ -63,7 +63,8 @@ def cmd_train(args) -> int:
                       decay_start=args.decay_start, loss=args.loss, loss_config=_parse_kv(args.loss_arg),
                       rainmix=args.rainmix, recipe=_parse_kv(args.recipe_arg), pack=args.pack,
                       pack_mib=args.pack_mib, init=args.init, time_limit_min=args.time_limit,
-                      epoch_iters=args.epoch_iters, amp=args.amp, seed=args.seed, workers=args.workers,
+                      epoch_iters=args.epoch_iters, amp=args.amp, gpu_share=args.gpu_share, seed=args.seed,
+                      workers=args.workers,
                       device=args.device, resume=args.resume, val_limit=args.val_limit)
     result = train(cfg, progress=not args.quiet)
     print(json.dumps({"out": args.out, "best": result["best"], "last": result["last"], "val": result["val"],
@@ -408,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the LR schedule follows elapsed time")
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"],
                    help="mixed precision: auto = bf16 (else fp16) on a GPU, off on the CPU")
+    p.add_argument("--gpu-share", type=float, default=1.0,
+                   help="fraction of the GPU's memory this run sizes its batch for (runs sharing one GPU)")
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N pairs only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=-1, help="data loader workers; -1 = auto")

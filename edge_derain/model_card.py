@@ -21,6 +21,23 @@ EVAL_SET_TITLES = {
 }
 
 
+def lineage_of(meta: dict) -> list[dict]:
+    """The training runs behind a checkpoint (its sidecar's ``lineage``).
+
+    Sidecars written before lineages existed record one run: its config, last step and machine.
+    """
+    if "lineage" in meta:
+        return list(meta["lineage"])
+    then = meta.get("train_config")
+    if not then:
+        return []
+    return [{"started": None, "device": "cuda" if str(then.get("device", "")).startswith("cuda") else "cpu",
+             "device_name": meta.get("trained_on", "unrecorded"), "batch": then.get("batch"),
+             "crop": then.get("crop"), "lr": then.get("lr", 0.0), "amp": "off", "init": None,
+             "iters": int(meta.get("step", 0)), "wall_s": 60.0 * float(then.get("time_limit_min") or 0.0),
+             "step": int(meta.get("step", 0))}]
+
+
 def lineage_totals(lineage: list[dict]) -> dict:
     """Iterations, GPU minutes and CPU hours summed over a checkpoint's training runs."""
     gpu_s = sum(run.get("wall_s", 0.0) for run in lineage if run.get("device") == "cuda")
@@ -95,7 +112,7 @@ def render_model_card(meta: dict, name: str) -> str:
     from .models import get_entry
 
     entry = get_entry(meta["model"])
-    totals = lineage_totals(meta.get("lineage", []))
+    totals = lineage_totals(lineage_of(meta))
     cfg = meta.get("train_config", {})
     results = meta.get("eval") or {}
     lines = [f"# Model card: `{name}`", "",
@@ -119,7 +136,7 @@ def render_model_card(meta: dict, name: str) -> str:
                       "`edge-derain eval --weights " + name + " --data DATA --set SET` reproduces each row."]
     else:
         lines.append("Not evaluated yet: run `edge-derain ship` or `edge-derain train` with `--data`.")
-    lines += ["", "## Training runs", ""] + _lineage_rows(meta.get("lineage", []))
+    lines += ["", "## Training runs", ""] + _lineage_rows(lineage_of(meta))
     lines += ["", "## Data", ""] + (_recipe_lines(meta.get("data") or {}) or ["- not recorded"])
     lines += ["", "## Limits", ""] + _limits(results)
     return "\n".join(lines) + "\n"

@@ -13,9 +13,9 @@ import torch
 from .backends import TorchBackend
 from .checkpoint import SHIPPED_DIR, load_model, read_sidecar, resolve_weights, save_checkpoint
 from .evaluate import evaluate_sets
-from .model_card import write_model_card
+from .model_card import lineage_of, write_model_card
 
-_KEEP = ("data", "train_config", "git_commit", "step", "lineage")
+_KEEP = ("data", "train_config", "git_commit", "step")
 
 
 def ship_weights(weights: str | Path, name: str, data_dir: str | Path, dest: str | Path = SHIPPED_DIR,
@@ -33,7 +33,8 @@ def ship_weights(weights: str | Path, name: str, data_dir: str | Path, dest: str
         raise FileNotFoundError(f"{data_dir}/val does not exist; shipping measures the weights on the evaluation "
                                 f"sets of the data directory (e.g. ../shared/data)")
     kept = {k: meta[k] for k in _KEEP if k in meta}
-    path = save_checkpoint(Path(dest) / name, model, storage_dtype=torch.float16, **kept, metrics=results["val"],
+    path = save_checkpoint(Path(dest) / name, model, storage_dtype=torch.float16, **kept, lineage=lineage_of(meta),
+                           metrics=results["val"],
                            eval=results, selected=f"shipped from {source.name}")
     write_model_card(path)
     return path

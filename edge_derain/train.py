@@ -30,7 +30,7 @@ from .checkpoint import load_training_state, read_sidecar, resolve_weights, save
 from .data import DataRecipe, PackedTrainingSet, TrainingPack, build_pack, data_fingerprint, load_pack
 from .evaluate import evaluate, evaluate_sets
 from .losses import build_loss
-from .model_card import write_model_card
+from .model_card import lineage_of, write_model_card
 from .models import create_model, get_entry
 from .utils import atomic_write_json, git_commit
 
@@ -62,6 +62,7 @@ class TrainConfig:
     epoch_iters: int | None = None  # iterations between validations; None = one nominal pack epoch
     time_limit_min: float | None = None  # wall-clock budget; the LR schedule then follows elapsed time
     amp: str = "auto"           # auto (bf16/fp16 on CUDA, off on CPU), off, bf16, fp16
+    gpu_share: float = 1.0      # the fraction of the GPU's memory this run may size its batch for
     seed: int = 0
     workers: int = -1           # -1 = auto (CPU count - 1 on CUDA, 0 on the CPU)
     device: str = "auto"
@@ -161,12 +162,12 @@ def _train_step(model, loss_fn, optim, scaler, rain, clean, dtype) -> torch.Tens
 
 def choose_batch(cfg: TrainConfig, model, loss_fn, device: torch.device, dtype) -> int:
     """``cfg.batch``, or with ``--batch 0`` on a GPU the biggest power of two (<= MAX_AUTO_BATCH) whose
-    training step fits in 85 % of the GPU's memory (8 on the CPU)."""
+    training step fits in 85 % of this run's share of the GPU's memory (8 on the CPU)."""
     if cfg.batch > 0:
         return cfg.batch
     if device.type != "cuda":
         return 8
-    total = torch.cuda.get_device_properties(device).total_memory
+    total = torch.cuda.get_device_properties(device).total_memory * cfg.gpu_share
     optim = torch.optim.SGD(model.parameters(), lr=0.0)   # a throwaway optimiser: the probe must not train
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     batch = MAX_AUTO_BATCH
@@ -201,15 +202,7 @@ def _load_init(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
         raise ValueError(f"--init {cfg.init} holds {meta['model']} {meta.get('config', {})}, not {cfg.model} "
                          f"{cfg.model_config}; pass the same --model/--width as the weights")
     model.load_state_dict(load_model(path).state_dict())
-    if "lineage" in meta:
-        return list(meta["lineage"])
-    # Sidecars written before lineages existed record one run: its config, last step and machine.
-    cfg_then = meta.get("train_config", {})
-    return [{"started": None, "device": "cuda" if str(cfg_then.get("device", "")).startswith("cuda") else "cpu",
-             "device_name": meta.get("trained_on", "unrecorded"), "batch": cfg_then.get("batch"),
-             "crop": cfg_then.get("crop"), "lr": cfg_then.get("lr", 0.0), "amp": "off", "init": None,
-             "iters": int(meta.get("step", 0)), "wall_s": 60.0 * float(cfg_then.get("time_limit_min") or 0.0),
-             "step": int(meta.get("step", 0))}] if cfg_then else []
+    return lineage_of(meta)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
@@ -246,7 +239,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     epoch_iters = cfg.epoch_iters or max(1, len(loader))
     val_dir = Path(cfg.data) / "val" if cfg.data and (Path(cfg.data) / "val").is_dir() else None
 
-    step, best, history, previous_wall = 0, -math.inf, [], 0.0
+    step, best, history, previous_wall, run_start = 0, -math.inf, [], 0.0, 0
     state_path = out / "last.state.pt"
     if cfg.resume:
         if not state_path.exists():
@@ -259,6 +252,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         optim.load_state_dict(state["optimizer"])
         step, best, history = state["step"], state["best"], list(state["history"])
         lineage, previous_wall = list(state.get("lineage", [])), float(state.get("wall_s", 0.0))
+        run_start = int(state.get("run_start", 0))   # a resumed run is the same run: it counts from its start
         torch.set_rng_state(state["torch_rng"])
 
     # Each epoch re-seeds the data from (seed, epoch, index), so resuming at a step continues the
@@ -281,13 +275,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             "train_config": asdict(cfg), "git_commit": git_commit()}
 
     def save(path_stem: str, metrics: dict, wall_s: float, eval_results: dict | None = None) -> Path:
-        runs = lineage + [{**run, "iters": step - start_step, "wall_s": round(wall_s, 1), "step": step}]
+        runs = lineage + [{**run, "iters": step - run_start, "wall_s": round(wall_s, 1), "step": step}]
         extra = {"eval": eval_results} if eval_results else {}
         weights = save_checkpoint(out / path_stem, model, **meta, step=step, metrics=metrics, lineage=runs, **extra)
         write_model_card(weights)
         return weights
 
-    start_step = step
     model.train()
     bar = tqdm(total=cfg.iters, initial=step, disable=not progress, desc=f"train {cfg.model} (batch {batch})", unit="it")
     running, t0, losses = None, time.perf_counter(), []
@@ -325,6 +318,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             save_training_state(state_path, {
                 "model": model.state_dict(), "optimizer": optim.state_dict(), "step": step, "best": best,
                 "history": history, "torch_rng": torch.get_rng_state(), "lineage": lineage, "wall_s": wall,
+                "run_start": run_start,
                 "config": {"model": cfg.model, "model_config": cfg.model_config}})
             atomic_write_json(out / "history.json", history)
     bar.close()
