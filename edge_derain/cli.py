@@ -81,6 +81,16 @@ def cmd_pack(args) -> int:
     return 0
 
 
+def cmd_presets(args) -> int:
+    from .data import read_image, write_image
+    from .data.preview import preset_grid
+    from .demo import SAMPLE_IMAGE
+
+    write_image(args.out, preset_grid(read_image(args.image or SAMPLE_IMAGE), seed=args.seed))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_ship(args) -> int:
     from .release import ship_weights
 
@@ -427,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("presets", help="a labelled grid of the synthetic rain presets on an image (PNG)")
+    p.add_argument("--image", default=None, help="clean image (default: the shipped sample)")
+    p.add_argument("--out", default="rain_presets.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("ship", help="store trained weights as shipped FP16 weights, measured, with a model card")
     p.add_argument("weights", help="a .safetensors checkpoint from 'edge-derain train'")

@@ -687,3 +687,15 @@ def test_rain800_varied_sizes_crop_to_one_size(data_dir):
     assert len(sizes) > 1
     batch = next(iter(DataLoader(ds, batch_size=8)))
     assert batch["rain"].shape == (8, 3, 256, 256)
+
+
+def test_presets_grid_cli(tmp_path, capsys):
+    from edge_derain.cli import main
+
+    image = random_image(np.random.default_rng(21), 40, 60)
+    write_image(tmp_path / "in.png", image)
+    assert main(["presets", "--image", str(tmp_path / "in.png"), "--out", str(tmp_path / "grid.png")]) == 0
+    grid = read_image(tmp_path / "grid.png")
+    assert grid.shape == (80, 240, 3)                                  # 7 tiles + 1 blank, 4 per row
+    np.testing.assert_allclose(grid[30:40, :60], image[30:40], atol=1 / 255)   # the clean tile, below its label
+    assert not np.allclose(grid[30:40, 60:120], image[30:40], atol=2 / 255)    # drizzle changed something
