@@ -205,130 +205,154 @@ def _load_init(cfg: TrainConfig, model: torch.nn.Module) -> list[dict]:
     return lineage_of(meta)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
-    """Train ``cfg.model`` on the pack of ``cfg.data`` (or ``cfg.pack``).
+class TrainingRun:
+    """One ``edge-derain train`` run: its model, optimiser and data, and the checkpoints it writes."""
 
-    Returns ``{"val": final validation metrics, "losses": per-step losses of this run, "best": path,
-    "last": path, "eval": final metrics per evaluation set}``.
-    """
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **cfg.model_config).to(device)
-    if cfg.crop % model.input_multiple:
-        raise ValueError(f"--crop {cfg.crop} is not a multiple of {model.input_multiple} (required by {cfg.model})")
-    loss_fn = build_loss(cfg.loss or get_entry(cfg.model).default_loss, **cfg.loss_config).to(device)
-    recipe = DataRecipe(**{**({"rainmix_variant": cfg.rainmix} if cfg.rainmix else {}), **cfg.recipe})
-    pack = prepare_pack(cfg, progress)
-    lineage = _load_init(cfg, model) if cfg.init and not cfg.resume else []
-    dtype = amp_dtype(cfg, device)
-    if device.type == "cuda":
-        # cuDNN's NHWC kernels are the fast path for these conv nets on tensor cores.
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    batch = choose_batch(cfg, model, loss_fn, device, dtype)
-    lr = cfg.lr * math.sqrt(batch / REFERENCE_BATCH)
-    optim = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    def __init__(self, cfg: TrainConfig, progress: bool = True):
+        self.cfg, self.progress, self.out = cfg, progress, Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, **cfg.model_config).to(device)
+        if cfg.crop % model.input_multiple:
+            raise ValueError(f"--crop {cfg.crop} is not a multiple of {model.input_multiple} (required by {cfg.model})")
+        self.loss_fn = build_loss(cfg.loss or get_entry(cfg.model).default_loss, **cfg.loss_config).to(device)
+        recipe = DataRecipe(**{**({"rainmix_variant": cfg.rainmix} if cfg.rainmix else {}), **cfg.recipe})
+        pack = prepare_pack(cfg, progress)
+        self.lineage = _load_init(cfg, model) if cfg.init and not cfg.resume else []
+        self.dtype = amp_dtype(cfg, device)
+        if device.type == "cuda":
+            # cuDNN's NHWC kernels are the fast path for these conv nets on tensor cores.
+            model = model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.model = model
+        self.batch = choose_batch(cfg, model, self.loss_fn, device, self.dtype)
+        self.lr = cfg.lr * math.sqrt(self.batch / REFERENCE_BATCH)
+        self.optim = torch.optim.Adam(model.parameters(), lr=self.lr, betas=tuple(cfg.betas),
+                                      weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.train_set = PackedTrainingSet(pack, crop=cfg.crop, recipe=recipe, seed=cfg.seed)
+        workers = cfg.workers if cfg.workers >= 0 else (
+            max(1, min(8, (os.cpu_count() or 2) - 1)) if device.type == "cuda" else 0)
+        self.loader = DataLoader(self.train_set, batch_size=self.batch, shuffle=False, drop_last=True,
+                                 num_workers=workers, persistent_workers=workers > 0,
+                                 pin_memory=device.type == "cuda")
+        self.epoch_iters = cfg.epoch_iters or max(1, len(self.loader))
+        self.val_dir = Path(cfg.data) / "val" if cfg.data and (Path(cfg.data) / "val").is_dir() else None
+        self.step, self.best, self.history, self.previous_wall, self.run_start = 0, -math.inf, [], 0.0, 0
+        self.state_path = self.out / "last.state.pt"
+        self.metrics: dict = {}
+        self.run_record = {
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": device.type,
+            "device_name": _device_name(device), "batch": self.batch, "crop": cfg.crop, "lr": self.lr,
+            "amp": str(self.dtype).replace("torch.", "") if self.dtype else "off", "init": cfg.init,
+            "pack": {k: pack.meta.get(k) for k in ("fingerprint", "counts", "budget_mib", "bytes")}}
+        self.meta = {"data": {"dir": str(cfg.data) if cfg.data else None, "pack": pack.meta,
+                              "recipe": recipe.to_dict()},
+                     "train_config": asdict(cfg), "git_commit": git_commit()}
+        if cfg.resume:
+            self._resume()
 
-    train_set = PackedTrainingSet(pack, crop=cfg.crop, recipe=recipe, seed=cfg.seed)
-    workers = cfg.workers if cfg.workers >= 0 else (max(1, min(8, (os.cpu_count() or 2) - 1)) if device.type == "cuda" else 0)
-    loader = DataLoader(train_set, batch_size=batch, shuffle=False, drop_last=True, num_workers=workers,
-                        persistent_workers=workers > 0, pin_memory=device.type == "cuda")
-    epoch_iters = cfg.epoch_iters or max(1, len(loader))
-    val_dir = Path(cfg.data) / "val" if cfg.data and (Path(cfg.data) / "val").is_dir() else None
-
-    step, best, history, previous_wall, run_start = 0, -math.inf, [], 0.0, 0
-    state_path = out / "last.state.pt"
-    if cfg.resume:
-        if not state_path.exists():
-            raise FileNotFoundError(f"--resume: {state_path} does not exist; start without --resume")
-        state = load_training_state(state_path)
+    def _resume(self) -> None:
+        cfg = self.cfg
+        if not self.state_path.exists():
+            raise FileNotFoundError(f"--resume: {self.state_path} does not exist; start without --resume")
+        state = load_training_state(self.state_path)
         if state["config"]["model"] != cfg.model or state["config"]["model_config"] != cfg.model_config:
-            raise ValueError(f"--resume: {state_path} trains {state['config']['model']} "
+            raise ValueError(f"--resume: {self.state_path} trains {state['config']['model']} "
                              f"{state['config']['model_config']}, not {cfg.model} {cfg.model_config}")
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
-        step, best, history = state["step"], state["best"], list(state["history"])
-        lineage, previous_wall = list(state.get("lineage", [])), float(state.get("wall_s", 0.0))
-        run_start = int(state.get("run_start", 0))   # a resumed run is the same run: it counts from its start
+        self.model.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optimizer"])
+        self.step, self.best, self.history = state["step"], state["best"], list(state["history"])
+        self.lineage, self.previous_wall = list(state.get("lineage", [])), float(state.get("wall_s", 0.0))
+        self.run_start = int(state.get("run_start", 0))   # a resumed run is the same run: it counts from its start
+        self.metrics = self.history[-1]["val"] if self.history else {}
         torch.set_rng_state(state["torch_rng"])
 
-    # Each epoch re-seeds the data from (seed, epoch, index), so resuming at a step continues the
-    # same sample stream without storing the data loader's state.
-    def batches():
-        epoch = step // len(loader)
-        skip = step % len(loader)
+    def _batches(self):
+        """(epoch, batch) forever, from the current step. Each epoch re-seeds the data from (seed, epoch,
+        index), so resuming at a step continues the same sample stream without the loader's state."""
+        epoch, skip = divmod(self.step, len(self.loader))
         while True:
-            train_set.set_epoch(epoch)
-            for i, item in enumerate(loader):
+            self.train_set.set_epoch(epoch)
+            for i, item in enumerate(self.loader):
                 if i >= skip:
                     yield epoch, item
             epoch, skip = epoch + 1, 0
 
-    run = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": device.type,
-           "device_name": _device_name(device), "batch": batch, "crop": cfg.crop, "lr": lr,
-           "amp": str(dtype).replace("torch.", "") if dtype else "off", "init": cfg.init,
-           "pack": {k: pack.meta.get(k) for k in ("fingerprint", "counts", "budget_mib", "bytes")}}
-    meta = {"data": {"dir": str(cfg.data) if cfg.data else None, "pack": pack.meta, "recipe": recipe.to_dict()},
-            "train_config": asdict(cfg), "git_commit": git_commit()}
+    def wall(self) -> float:
+        return self.previous_wall + time.perf_counter() - self.t0
 
-    def save(path_stem: str, metrics: dict, wall_s: float, eval_results: dict | None = None) -> Path:
-        runs = lineage + [{**run, "iters": step - run_start, "wall_s": round(wall_s, 1), "step": step}]
+    def save(self, stem: str, eval_results: dict | None = None) -> Path:
+        """Checkpoint ``stem`` with its sidecar (config, data, lineage incl. this run) and model card."""
+        runs = self.lineage + [{**self.run_record, "iters": self.step - self.run_start,
+                                "wall_s": round(self.wall(), 1), "step": self.step}]
         extra = {"eval": eval_results} if eval_results else {}
-        weights = save_checkpoint(out / path_stem, model, **meta, step=step, metrics=metrics, lineage=runs, **extra)
+        weights = save_checkpoint(self.out / stem, self.model, **self.meta, step=self.step, metrics=self.metrics,
+                                  lineage=runs, **extra)
         write_model_card(weights)
         return weights
 
-    model.train()
-    bar = tqdm(total=cfg.iters, initial=step, disable=not progress, desc=f"train {cfg.model} (batch {batch})", unit="it")
-    running, t0, losses = None, time.perf_counter(), []
-    metrics = history[-1]["val"] if history else {}
-    stream = batches()
-    done = step >= cfg.iters
-    while not done:
-        epoch, item = next(stream)
-        rain = item["rain"].to(device, non_blocking=True)
-        clean = item["clean"].to(device, non_blocking=True)
-        if device.type == "cuda":
-            rain = rain.to(memory_format=torch.channels_last)
-        for group in optim.param_groups:
-            group["lr"] = lr * lr_factor(step, cfg, time.perf_counter() - t0)
-        loss = _train_step(model, loss_fn, optim, scaler, rain, clean, dtype)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr or check the data")
-        step += 1
-        losses.append(loss.item())
-        running = losses[-1] if running is None else 0.95 * running + 0.05 * losses[-1]
-        bar.set_postfix(loss=f"{running:.4f}", lr=f"{optim.param_groups[0]['lr']:.2e}")
-        bar.update()
-        done = schedule_progress(step, cfg, time.perf_counter() - t0) >= 1.0 or step >= cfg.iters
-        if step % epoch_iters == 0 or done:
-            wall = previous_wall + time.perf_counter() - t0
-            if val_dir is not None:
-                metrics = validate(model, val_dir, device, cfg.val_limit)
-                bar.write(f"step {step}: loss {running:.4f}  val PSNR-Y {metrics['psnr_y']:.2f} dB "
-                          f"(rainy input {metrics['input_psnr_y']:.2f})  SSIM-Y {metrics['ssim_y']:.4f}")
-            history.append({"step": step, "epoch": epoch, "loss": running, "val": metrics, "elapsed_s": wall})
-            save("last", metrics, wall)
-            if metrics and metrics["psnr_y"] > best:
-                best = metrics["psnr_y"]
-                save("best", metrics, wall)
-            save_training_state(state_path, {
-                "model": model.state_dict(), "optimizer": optim.state_dict(), "step": step, "best": best,
-                "history": history, "torch_rng": torch.get_rng_state(), "lineage": lineage, "wall_s": wall,
-                "run_start": run_start,
-                "config": {"model": cfg.model, "model_config": cfg.model_config}})
-            atomic_write_json(out / "history.json", history)
-    bar.close()
-    eval_results = {}
-    if cfg.final_eval and cfg.data:
-        eval_results = evaluate_sets(TorchBackend(model, device), cfg.data, progress=progress)
-        model.train()
-        save("last", metrics, previous_wall + time.perf_counter() - t0, eval_results)
-    return {"val": metrics, "losses": losses, "best": str(out / "best.safetensors"),
-            "last": str(out / "last.safetensors"), "eval": eval_results}
+    def checkpoint(self, epoch: int, loss: float, bar) -> None:
+        """Validate, write ``last`` (and ``best`` on a validation record), the resumable state and history."""
+        if self.val_dir is not None:
+            self.metrics = validate(self.model, self.val_dir, self.device, self.cfg.val_limit)
+            bar.write(f"step {self.step}: loss {loss:.4f}  val PSNR-Y {self.metrics['psnr_y']:.2f} dB "
+                      f"(rainy input {self.metrics['input_psnr_y']:.2f})  SSIM-Y {self.metrics['ssim_y']:.4f}")
+        self.history.append({"step": self.step, "epoch": epoch, "loss": loss, "val": self.metrics,
+                             "elapsed_s": self.wall()})
+        self.save("last")
+        if self.metrics and self.metrics["psnr_y"] > self.best:
+            self.best = self.metrics["psnr_y"]
+            self.save("best")
+        save_training_state(self.state_path, {
+            "model": self.model.state_dict(), "optimizer": self.optim.state_dict(), "step": self.step,
+            "best": self.best, "history": self.history, "torch_rng": torch.get_rng_state(), "lineage": self.lineage,
+            "wall_s": self.wall(), "run_start": self.run_start,
+            "config": {"model": self.cfg.model, "model_config": self.cfg.model_config}})
+        atomic_write_json(self.out / "history.json", self.history)
+
+    def run(self) -> dict:
+        """Train to ``iters`` or the time limit; return ``{"val", "losses", "best", "last", "eval"}``."""
+        cfg, device = self.cfg, self.device
+        self.model.train()
+        bar = tqdm(total=cfg.iters, initial=self.step, disable=not self.progress, unit="it",
+                   desc=f"train {cfg.model} (batch {self.batch})")
+        running, losses, self.t0 = None, [], time.perf_counter()
+        stream = self._batches()
+        done = self.step >= cfg.iters
+        while not done:
+            epoch, item = next(stream)
+            rain = item["rain"].to(device, non_blocking=True)
+            clean = item["clean"].to(device, non_blocking=True)
+            if device.type == "cuda":
+                rain = rain.to(memory_format=torch.channels_last)
+            for group in self.optim.param_groups:
+                group["lr"] = self.lr * lr_factor(self.step, cfg, time.perf_counter() - self.t0)
+            loss = _train_step(self.model, self.loss_fn, self.optim, self.scaler, rain, clean, self.dtype)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower --lr or check the data")
+            self.step += 1
+            losses.append(loss.item())
+            running = losses[-1] if running is None else 0.95 * running + 0.05 * losses[-1]
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.optim.param_groups[0]['lr']:.2e}")
+            bar.update()
+            done = schedule_progress(self.step, cfg, time.perf_counter() - self.t0) >= 1.0 or self.step >= cfg.iters
+            if self.step % self.epoch_iters == 0 or done:
+                self.checkpoint(epoch, running, bar)
+        bar.close()
+        eval_results = {}
+        if cfg.final_eval and cfg.data:
+            eval_results = evaluate_sets(TorchBackend(self.model, device), cfg.data, progress=self.progress)
+            self.model.train()
+            self.save("last", eval_results)
+        return {"val": self.metrics, "losses": losses, "best": str(self.out / "best.safetensors"),
+                "last": str(self.out / "last.safetensors"), "eval": eval_results}
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train ``cfg.model`` on the pack of ``cfg.data`` (or ``cfg.pack``); see :meth:`TrainingRun.run`."""
+    return TrainingRun(cfg, progress).run()
 
 
 def train_rain_autoencoder(data_dir: str | Path, out: str | Path, iters: int = 2000, batch: int = 8, crop: int = 96,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..utils import atomic_path
+from ..utils import atomic_write_bytes
 from .io import list_images, read_image_uint8, to_tensor
 from .paired import split_side_by_side
 from .rainmix import RainMix
@@ -132,6 +132,57 @@ def _compressed_bytes(sample: np.ndarray) -> float:
     return buffer.tell() / max(1, len(sample))
 
 
+def _grey(path: Path) -> tuple[np.ndarray]:
+    return (read_image_uint8(path)[..., 0],)
+
+
+def _whole(path: Path) -> tuple[np.ndarray]:
+    return (read_image_uint8(path),)
+
+
+def _clean_half(path: Path) -> tuple[np.ndarray]:
+    return (split_side_by_side(read_image_uint8(path), path.name)[1],)
+
+
+def _plan_counts(sources: dict, budget: float, crop: int, rng: np.random.Generator) -> dict[str, int]:
+    """How many crops of each kind fit ``budget`` bytes, from the compressed size of a few sampled crops.
+
+    Streak maps take at most 15 % (they compress well and RainMix needs variety, not many); of the rest
+    real pairs get ``_PAIR_SHARE`` (the scarcest data) and clean backgrounds the remainder.
+    """
+    from tqdm import tqdm
+
+    pair_items = sources["folder_pairs"] + sources["side_by_side"]
+    with tqdm(total=0, disable=True) as quiet:
+        pairs = np.stack(_crops(pair_items[:6], 6, crop, _read_pair, rng, quiet)) if pair_items else None
+        backgrounds = (np.stack(_crops(sources["bsd"][:6], 6, crop, _whole, rng, quiet))[:, 0] if sources["bsd"]
+                       else pairs[:, 1])
+        streaks = (np.stack(_crops(sources["streaks"][:6], 6, STREAK_CROP, _grey, rng, quiet))[:, 0]
+                   if sources["streaks"] else None)
+    streak_cost = _compressed_bytes(streaks) if streaks is not None else 1.0
+    n_streaks = min(len(sources["streaks"]), int(0.15 * budget / streak_cost))
+    left = budget - n_streaks * streak_cost
+    pair_cost = _compressed_bytes(pairs) if pairs is not None else 0.0
+    n_pairs = int(_PAIR_SHARE * left / pair_cost) if pair_items else 0
+    return {"pairs": n_pairs, "backgrounds": int((left - n_pairs * pair_cost) / _compressed_bytes(backgrounds)),
+            "streaks": n_streaks}
+
+
+def _gather(sources: dict, counts: dict[str, int], crop: int, rng: np.random.Generator, progress) -> dict:
+    """The crops themselves: uint8 arrays named as in the pack."""
+    pairs = _crops(sources["folder_pairs"] + sources["side_by_side"], counts["pairs"], crop, _read_pair, rng, progress)
+    n_bg = counts["backgrounds"]
+    backgrounds = _crops(sources["bsd"], n_bg if not sources["side_by_side"] else n_bg // 2, crop, _whole, rng,
+                         progress)
+    backgrounds += _crops(sources["side_by_side"], n_bg - len(backgrounds), crop, _clean_half, rng, progress)
+    streaks = _crops(sources["streaks"], counts["streaks"], STREAK_CROP, _grey, rng, progress)
+    return {
+        "pairs": np.stack(pairs) if pairs else np.zeros((0, 2, crop, crop, 3), np.uint8),
+        "backgrounds": np.stack(backgrounds)[:, 0] if backgrounds else np.zeros((0, crop, crop, 3), np.uint8),
+        "streaks": np.stack(streaks)[:, 0] if streaks else np.zeros((0, STREAK_CROP, STREAK_CROP), np.uint8),
+    }
+
+
 def build_pack(data_dir: str | os.PathLike, out: str | os.PathLike, budget_mib: float = DEFAULT_BUDGET_MIB,
                crop: int = DEFAULT_PACK_CROP, seed: int = 0, progress: bool = True) -> TrainingPack:
     """Pack the training data of ``data_dir`` into ``out`` (.npz, atomic) within ``budget_mib``; return it."""
@@ -141,44 +192,12 @@ def build_pack(data_dir: str | os.PathLike, out: str | os.PathLike, budget_mib: 
         raise ValueError(f"pack budget {budget_mib} MiB is too small; give at least a few MiB")
     data_dir, out = Path(data_dir), Path(out)
     sources = _source_files(data_dir)
-    pair_items = sources["folder_pairs"] + sources["side_by_side"]
     rng = np.random.default_rng([seed, PACK_VERSION])
-    budget = budget_mib * 2 ** 20 * 0.97   # headroom for the zip directory and meta
-
-    def grey(path):
-        return (read_image_uint8(path)[..., 0],)
-
-    def clean_half(path):
-        return (split_side_by_side(read_image_uint8(path), path.name)[1],)
-
-    # Measure what a crop of each kind costs compressed, on a few sources.
-    with tqdm(total=0, disable=True) as quiet:
-        probe_pairs = np.stack(_crops(pair_items[:6], 6, crop, _read_pair, rng, quiet)) if pair_items else None
-        probe_bg = np.stack(_crops(sources["bsd"][:6], 6, crop, lambda p: (read_image_uint8(p),), rng, quiet)) \
-            if sources["bsd"] else probe_pairs[:, 1] if probe_pairs is not None else None
-        probe_streak = np.stack(_crops(sources["streaks"][:6], 6, STREAK_CROP, grey, rng, quiet)) \
-            if sources["streaks"] else None
-    streak_cost = _compressed_bytes(probe_streak[:, 0]) if probe_streak is not None else 0.0
-    n_streaks = min(len(sources["streaks"]), int(0.15 * budget / max(streak_cost, 1.0)))
-    left = budget - n_streaks * streak_cost
-    pair_cost = _compressed_bytes(probe_pairs) if probe_pairs is not None else 0.0
-    bg_cost = _compressed_bytes(probe_bg)
-    n_pairs = int(_PAIR_SHARE * left / pair_cost) if pair_items else 0
-    n_bg = int((left - n_pairs * pair_cost) / bg_cost)
-
+    limit = budget_mib * 2 ** 20
+    counts = _plan_counts(sources, 0.97 * limit, crop, rng)   # headroom for the zip directory and meta
     for attempt in range(4):
-        total = n_pairs + n_bg + n_streaks
-        with tqdm(total=total, disable=not progress, desc=f"pack {data_dir.name}", unit="crop") as bar:
-            pairs = _crops(pair_items, n_pairs, crop, _read_pair, rng, bar)
-            bsd_count = n_bg if not sources["side_by_side"] else n_bg // 2
-            backgrounds = _crops(sources["bsd"], bsd_count, crop, lambda p: (read_image_uint8(p),), rng, bar)
-            backgrounds += _crops(sources["side_by_side"], n_bg - len(backgrounds), crop, clean_half, rng, bar)
-            streaks = _crops(sources["streaks"], n_streaks, STREAK_CROP, grey, rng, bar)
-        arrays = {
-            "pairs": np.stack(pairs) if pairs else np.zeros((0, 2, crop, crop, 3), np.uint8),
-            "backgrounds": np.stack(backgrounds)[:, 0] if backgrounds else np.zeros((0, crop, crop, 3), np.uint8),
-            "streaks": np.stack(streaks)[:, 0] if streaks else np.zeros((0, STREAK_CROP, STREAK_CROP), np.uint8),
-        }
+        with tqdm(total=sum(counts.values()), disable=not progress, desc=f"pack {data_dir.name}", unit="crop") as bar:
+            arrays = _gather(sources, counts, crop, rng, bar)
         meta = {"version": PACK_VERSION, "crop": crop, "streak_crop": STREAK_CROP, "budget_mib": budget_mib,
                 "seed": seed, "data": str(data_dir), "fingerprint": data_fingerprint(data_dir),
                 "counts": {name: int(len(a)) for name, a in arrays.items()},
@@ -187,16 +206,14 @@ def build_pack(data_dir: str | os.PathLike, out: str | os.PathLike, budget_mib: 
                             "clean_bsd": len(sources["bsd"]), "streak_maps": len(sources["streaks"])},
                 "never_read": ["val/", "real/", "held-out and validation scenes (edge_derain.data.scene_split)"],
                 "excluded": {k: len(v) for k, v in scene_split(data_dir).items() if k != "train"}}
-        with atomic_path(out) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
-            size = tmp.stat().st_size
-            if size > budget_mib * 2 ** 20 and attempt < 3:
-                # The probe underestimated: shrink every part by the overshoot and build again.
-                scale = 0.97 * budget_mib * 2 ** 20 / size
-                n_pairs, n_bg, n_streaks = (int(n * scale) for n in (n_pairs, n_bg, n_streaks))
-                continue
-        meta["bytes"] = size
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        if buffer.tell() > limit:
+            # The sample underestimated: shrink every part by the overshoot and gather again.
+            counts = {k: int(n * 0.97 * limit / buffer.tell()) for k, n in counts.items()}
+            continue
+        atomic_write_bytes(out, buffer.getvalue())
+        meta["bytes"] = buffer.tell()
         return TrainingPack(arrays["pairs"], arrays["backgrounds"], arrays["streaks"], meta)
     raise PackError(f"could not fit the training data into {budget_mib} MiB; raise --pack-mib")
 
