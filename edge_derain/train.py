@@ -328,7 +328,7 @@ class TrainingRun:
             if device.type == "cuda":
                 rain = rain.to(memory_format=torch.channels_last)
             for group in self.optim.param_groups:
-                group["lr"] = self.lr * lr_factor(self.step, cfg, time.perf_counter() - self.t0)
+                group["lr"] = self.lr * lr_factor(self.step, cfg, self.wall())   # a resumed run keeps its clock
             loss = _train_step(self.model, self.loss_fn, self.optim, self.scaler, rain, clean, self.dtype)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower --lr or check the data")
@@ -337,7 +337,7 @@ class TrainingRun:
             running = losses[-1] if running is None else 0.95 * running + 0.05 * losses[-1]
             bar.set_postfix(loss=f"{running:.4f}", lr=f"{self.optim.param_groups[0]['lr']:.2e}")
             bar.update()
-            done = schedule_progress(self.step, cfg, time.perf_counter() - self.t0) >= 1.0 or self.step >= cfg.iters
+            done = schedule_progress(self.step, cfg, self.wall()) >= 1.0 or self.step >= cfg.iters
             if self.step % self.epoch_iters == 0 or done:
                 self.checkpoint(epoch, running, bar)
         bar.close()

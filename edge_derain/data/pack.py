@@ -257,11 +257,11 @@ class DataRecipe:
     streaks alone on a clean crop, at an opacity drawn from ``rainmix_opacity`` (light to full).
     """
 
-    pair: float = 0.35
-    dry: float = 0.07
+    pair: float = 0.33
+    dry: float = 0.1
     synthetic: float = 0.43
-    rainmix: float = 0.15
-    presets: dict = field(default_factory=lambda: {"drizzle": 1.0, "light": 2.0, "medium": 2.0, "heavy": 2.0,
+    rainmix: float = 0.14
+    presets: dict = field(default_factory=lambda: {"drizzle": 1.5, "light": 2.0, "medium": 2.0, "heavy": 2.0,
                                                    "storm": 1.5, "dense": 1.5})
     rainmix_on_synthetic: float = 0.15
     rainmix_variant: str = "paper"
