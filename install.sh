@@ -16,6 +16,8 @@ log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 APT_PACKAGES="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0 gstreamer1.0-python3-plugin-loader"
+# The tests run a real MQTT broker for the detection events (edge_derain.fleet).
+[ "$MODE" = "dev" ] && APT_PACKAGES="$APT_PACKAGES mosquitto"
 missing=$(for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -46,7 +48,7 @@ if "$PY" -m pip show -q opencv-python-headless >/dev/null 2>&1 || "$PY" -m pip s
   "$PY" -m pip uninstall -q -y opencv-python-headless opencv-python opencv-contrib-python-headless || true
 fi
 
-EXTRAS="onnx,trt"
+EXTRAS="onnx,trt,fleet"
 [ "$MODE" = "dev" ] && EXTRAS="$EXTRAS,dev"
 log "installing edge_derain[$EXTRAS]"
 "$PY" -m pip install -q -e ".[$EXTRAS]"

@@ -23,6 +23,7 @@ EXTRAS = {
     "trt": ["onnx>=1.16", "onnx-graphsurgeon>=0.5", "tensorrt_rtx_cu13_libs", "tensorrt_rtx_cu13_bindings",
             "cuda-python>=12"],
     "gst": [],  # PyGObject + GStreamer come from the system packages (install.sh)
+    "fleet": ["prometheus_client>=0.17", "paho-mqtt>=2.0"],  # --metrics-port, --events
     "dev": ["pytest>=8", "scikit-image>=0.22", "matplotlib>=3.7"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
