@@ -5,6 +5,10 @@ need it take the ``data_dir`` fixture and skip with a stated reason when it is a
 """
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,39 @@ def plugin_desc():
         desc.dims, desc.type, desc.format = trt.Dims(list(shape)), dtype, trt.TensorFormat.LINEAR
         return desc
     return make
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real Mosquitto MQTT broker on a free loopback port (``install.sh dev`` installs Debian's mosquitto)."""
+    binary = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None)
+    if binary is None:
+        pytest.skip("mosquitto is not installed (bash install.sh dev installs it)")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_for_port(port):
+        proc.kill()
+        pytest.fail("mosquitto did not start listening within 10 s")
+    yield port
+    proc.terminate()
+    proc.wait(5)

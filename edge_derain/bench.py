@@ -37,16 +37,25 @@ def latency_stats(times_ms: Sequence[float], batch: int) -> dict:
             "fps": batch * 1000.0 / median}
 
 
-def run_benchmark(backends: Mapping[str, Backend], resolutions: Sequence[tuple[int, int]], batch: int = 1,
-                  warmup: int = 3, iters: int = 20, seed: int = 0, progress: bool = True) -> dict:
-    """Time ``iters`` calls (after ``warmup`` untimed ones) per backend and (H, W) resolution."""
+def run_benchmark(backends: Mapping[str, Backend], resolutions: Sequence[tuple[int, int]],
+                  batch: int | Sequence[int] = 1, warmup: int = 3, iters: int = 20, seed: int = 0,
+                  progress: bool = True) -> dict:
+    """Time ``iters`` calls (after ``warmup`` untimed ones) per backend, resolution and batch size.
+
+    Several batch sizes (e.g. ``[1, 2, 4, 8]``, the streams of a multi-camera run) show the batching gain:
+    each row's ``fps`` counts frames, so throughput per batch size compares directly.
+    """
     from tqdm import tqdm
 
     if not backends:
         raise ValueError("no backends to benchmark; pass e.g. {'torch': TorchBackend(model)}")
     if not resolutions:
         raise ValueError("no resolutions to benchmark; pass e.g. [(480, 640), (720, 1280)]")
-    _check_count("batch", batch, 1)
+    batches = [batch] if isinstance(batch, (int, np.integer)) and not isinstance(batch, bool) else list(batch)
+    if not batches:
+        raise ValueError("no batch sizes to benchmark; pass e.g. [1, 2, 4, 8]")
+    for size in batches:
+        _check_count("batch", size, 1)
     _check_count("warmup", warmup, 0)
     _check_count("iters", iters, 1)
     sizes = []
@@ -56,26 +65,28 @@ def run_benchmark(backends: Mapping[str, Backend], resolutions: Sequence[tuple[i
         sizes.append((int(res[0]), int(res[1])))
 
     rng = np.random.default_rng(seed)
-    pools = {size: [rng.random((batch, 3, *size), dtype=np.float32) for _ in range(INPUT_POOL)] for size in sizes}
+    pools = {(n, size): [rng.random((n, 3, *size), dtype=np.float32) for _ in range(INPUT_POOL)]
+             for n in batches for size in sizes}
     rows = []
-    bar = tqdm(total=len(backends) * len(sizes) * (warmup + iters), desc="benchmark", unit="run",
+    bar = tqdm(total=len(backends) * len(sizes) * len(batches) * (warmup + iters), desc="benchmark", unit="run",
                disable=not progress)
     for name, backend in backends.items():
-        for h, w in sizes:
-            bar.set_postfix_str(f"{name} {h}x{w}")
-            pool = pools[(h, w)]
-            times = []
-            for call in range(warmup + iters):
-                start = time.perf_counter()
-                backend.run(pool[call % INPUT_POOL])
-                if call >= warmup:
-                    times.append((time.perf_counter() - start) * 1000.0)
-                bar.update()
-            rows.append({"backend": name, "description": repr(backend), "height": h, "width": w,
-                         **latency_stats(times, batch)})
+        for n in batches:
+            for h, w in sizes:
+                bar.set_postfix_str(f"{name} {n}x{h}x{w}")
+                pool = pools[(n, (h, w))]
+                times = []
+                for call in range(warmup + iters):
+                    start = time.perf_counter()
+                    backend.run(pool[call % INPUT_POOL])
+                    if call >= warmup:
+                        times.append((time.perf_counter() - start) * 1000.0)
+                    bar.update()
+                rows.append({"backend": name, "description": repr(backend), "batch": n, "height": h, "width": w,
+                             **latency_stats(times, n)})
     bar.close()
     return {
-        "batch": batch, "warmup": warmup, "iters": iters, "seed": seed,
+        "batch": batches[0] if len(batches) == 1 else batches, "warmup": warmup, "iters": iters, "seed": seed,
         "environment": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "python": platform.python_version(), "numpy": np.__version__, "git_commit": git_commit()},
         "results": rows,
@@ -90,16 +101,19 @@ def plot_benchmark(results: dict, path: str | Path) -> Path:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     rows = results["results"]
-    for name in dict.fromkeys(r["backend"] for r in rows):
-        mine = sorted((r for r in rows if r["backend"] == name), key=lambda r: r["height"] * r["width"])
+    several = len({r.get("batch", 1) for r in rows}) > 1
+    for name, n in dict.fromkeys((r["backend"], r.get("batch", 1)) for r in rows):
+        mine = sorted((r for r in rows if r["backend"] == name and r.get("batch", 1) == n),
+                      key=lambda r: r["height"] * r["width"])
         mpix = [r["height"] * r["width"] / 1e6 for r in mine]
         median = [r["median_ms"] for r in mine]
         above = [r["p90_ms"] - r["median_ms"] for r in mine]
-        ax.errorbar(mpix, median, yerr=[[0.0] * len(mine), above], marker="o", capsize=3, label=name)
+        ax.errorbar(mpix, median, yerr=[[0.0] * len(mine), above], marker="o", capsize=3,
+                    label=f"{name}, batch {n}" if several else name)
     labelled = sorted({(r["height"], r["width"]) for r in rows}, key=lambda s: s[0] * s[1])
     ax.set_xticks([h * w / 1e6 for h, w in labelled], [f"{h}x{w}" for h, w in labelled], rotation=30)
-    ax.set_xlabel(f"input resolution (batch {results['batch']})")
-    ax.set_ylabel("latency, ms (median, bar to p90)")
+    ax.set_xlabel("input resolution" if several else f"input resolution (batch {results['batch']})")
+    ax.set_ylabel("latency per call, ms (median, bar to p90)")
     ax.set_title("edge_derain latency per frame")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -122,10 +136,10 @@ def print_benchmark(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"latency, batch {results['batch']}, {results['iters']} runs after {results['warmup']} warm-up")
-    for column in ("backend", "resolution", "median ms", "p90 ms", "p99 ms", "frames/s"):
+    table = Table(title=f"latency per call, {results['iters']} runs after {results['warmup']} warm-up")
+    for column in ("backend", "batch", "resolution", "median ms", "p90 ms", "p99 ms", "frames/s"):
         table.add_column(column, justify="left" if column in ("backend", "resolution") else "right")
     for r in results["results"]:
-        table.add_row(r["backend"], f"{r['height']}x{r['width']}", f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}",
-                      f"{r['p99_ms']:.2f}", f"{r['fps']:.1f}")
+        table.add_row(r["backend"], str(r.get("batch", results["batch"])), f"{r['height']}x{r['width']}",
+                      f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['fps']:.1f}")
     Console().print(table)

@@ -207,10 +207,81 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _gate_settings(args) -> dict:
+    """The ``--gate-*`` options that were given, as RainGate keyword arguments."""
+    names = {"gate_on": "on_threshold", "gate_off": "off_threshold", "gate_min_frames": "min_frames",
+             "gate_interval": "probe_interval"}
+    return {key: getattr(args, flag) for flag, key in names.items() if getattr(args, flag) is not None}
+
+
+def _run_streams(args) -> int:
+    """``run`` with several sources (or --streams, --metrics-port, --events): the batched fleet runner."""
+    from .gst.multistream import MultiStreamOptions, MultiStreamRunner, format_multistream_summary, read_streams
+    from .utils import atomic_write_json
+
+    sources, names = read_streams(args.streams) if args.streams else (list(args.source or ["test"]), [])
+    request = None if args.no_derain else _derain_request(args)
+    if request is not None:
+        request.validate()
+    options = MultiStreamOptions(sources=sources, names=names, sink=args.sink, width=args.width or 640,
+                                 height=args.height or 360, fps=args.fps, derain=request, detector=args.detector,
+                                 overlay=not args.no_overlay, gate=_gate_settings(args) if args.gate else None,
+                                 reconnect=args.reconnect, max_retries=args.max_retries, bitrate_kbps=args.bitrate)
+    options.stream_names()
+    runner = MultiStreamRunner(options, max_frames=args.frames, duration=args.duration,
+                               eos_timeout=args.eos_timeout, stall_timeout=args.stall_timeout or None)
+    with _fleet_outputs(args) as (metrics, events):
+        runner.metrics, runner.events = metrics, events
+        if request is not None:
+            from .gst.select import open_backend_for
+
+            runner.backend = open_backend_for(request, (options.height, options.width), max_batch=len(sources))
+        if args.detector and args.detector != "none":
+            from .detect import create_detector
+
+            runner.detector = create_detector(args.detector)
+        result = runner.run()
+    print(format_multistream_summary(result.stats))
+    if args.stats:
+        atomic_write_json(args.stats, {"status": result.status, "error": result.error, **result.stats})
+        print(f"stats: {args.stats}")
+    if result.status == "error":
+        raise RuntimeError(result.error or "every stream failed")
+    return 0
+
+
+class _fleet_outputs:
+    """The metrics endpoint and the event publisher a run asked for (None when not), closed at the end."""
+
+    def __init__(self, args):
+        self.args, self.metrics, self.events = args, None, None
+
+    def __enter__(self):
+        from .fleet import EventPublisher, PipelineMetrics
+
+        if self.args.metrics_port is not None:
+            self.metrics = PipelineMetrics(self.args.metrics_port)
+            print(f"metrics: http://0.0.0.0:{self.metrics.port}/metrics", file=sys.stderr)
+        if self.args.events:
+            self.events = EventPublisher(self.args.events)
+        return self.metrics, self.events
+
+    def __exit__(self, *exc):
+        if self.events is not None:
+            unacked = self.events.close()
+            if unacked:
+                print(f"warning: the broker did not acknowledge {unacked} event(s)", file=sys.stderr)
+        if self.metrics is not None:
+            self.metrics.close()
+
+
 def cmd_run(args) -> int:
     from .gst.pipeline import PipelineOptions, compose, run_pipeline
     from .gst.stats import format_summary
 
+    if len(args.source or []) > 1 or args.streams or args.metrics_port is not None or args.events:
+        return _run_streams(args)
+    args.source = args.source[0] if args.source else None
     request = _derain_request(args)
     request.validate()
     derain = None if args.no_derain else {
@@ -542,9 +613,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run a camera pipeline: source -> derain -> detect -> sink (GStreamer)")
-    p.add_argument("--source", default=None,
+    p.add_argument("--source", action="append", default=None,
                    help="test, test:PATTERN, /dev/videoN, csi:N, rtsp://..., a video file or URI (default: the "
-                        "pipeline's default)")
+                        "pipeline's default); repeat it for several cameras batched into one derain call")
+    p.add_argument("--streams", default=None, metavar="FILE.toml",
+                   help="the cameras of a multi-stream run: [[stream]] tables with name and source")
+    p.add_argument("--fps", type=int, default=30, help="frame rate of multi-stream outputs (and test sources)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics (per-stream FPS, stage latency, drops, gate) on this port")
+    p.add_argument("--events", default=None, metavar="mqtt://HOST[:PORT]/TOPIC",
+                   help="publish one JSON message per frame (detections, rain score) to an MQTT broker")
     p.add_argument("--pipeline", default=None,
                    help="a named definition in pipelines/ (webcam, jetson-csi, file, rtsp, test) or a .toml file; "
                         "default: chosen from --source")
@@ -635,7 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--res", nargs="+", default=["480x640"], help="resolutions HxW")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, nargs="+", default=[1],
+                   help="batch sizes, e.g. 1 2 4 8 (the streams of a multi-camera run): frames/s per batch size")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--out", default="bench_out")

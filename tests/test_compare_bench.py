@@ -134,3 +134,20 @@ def test_benchmark_argument_errors():
         run_benchmark({"a": _Affine()}, [(16, 16)], iters=0)
     with pytest.raises(ValueError, match=r"\(height, width\) pairs"):
         run_benchmark({"a": _Affine()}, [(16, 0)], progress=False)
+
+
+def test_benchmark_per_batch_size_shows_throughput(tmp_path):
+    class PerCall(_Affine):
+        """A fixed cost per call plus a small cost per frame: batching pays off."""
+
+        def infer(self, batch):
+            time.sleep(0.004 + 0.001 * batch.shape[0])
+            return super().infer(batch)
+
+    results = run_benchmark({"b": PerCall()}, [(16, 16)], batch=[1, 4], warmup=1, iters=5, progress=False)
+    assert results["batch"] == [1, 4]
+    by_batch = {r["batch"]: r for r in results["results"]}
+    assert by_batch[4]["fps"] > 1.8 * by_batch[1]["fps"]          # frames/s counts frames, not calls
+    assert write_benchmark(results, tmp_path)[1].read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="batch must be an int >= 1"):
+        run_benchmark({"b": PerCall()}, [(16, 16)], batch=[1, 0])

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -14,36 +11,7 @@ import pytest
 from edge_derain.detect import Detection
 from edge_derain.fleet import EventPublisher, PipelineMetrics, parse_events_url
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def broker(tmp_path):
-    """A real Mosquitto broker on a free loopback port (installed by `install.sh dev`)."""
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if shutil.os.path.exists("/usr/sbin/mosquitto") else None)
-    if binary is None:
-        pytest.skip("mosquitto is not installed (install.sh dev installs Debian's mosquitto)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start listening within 10 s")
-    yield port
-    proc.terminate()
-    proc.wait(5)
+from conftest import free_port
 
 
 class Subscriber:

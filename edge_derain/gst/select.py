@@ -94,9 +94,9 @@ def exported_onnx(weights: str | None = None) -> tuple[Path, Path]:
     return plugin, portable
 
 
-def _engine_for(request: BackendRequest, frame_size: tuple[int, int]) -> Path:
-    """A cached engine for one frame size: a static profile at the padded size, since the pipeline's caps
-    fix the frame size (a caps change re-opens the backend)."""
+def _engine_for(request: BackendRequest, frame_size: tuple[int, int], max_batch: int = 1) -> Path:
+    """A cached engine for one frame size: a profile at the padded size, since the pipeline's caps fix the
+    frame size (a caps change re-opens the backend), and batches of 1 to ``max_batch`` frames (streams)."""
     from ..engine import EngineCache, ShapeProfile
     from ..engine.builder import inspect_onnx
     from ..engine.cache import input_multiple_of
@@ -104,20 +104,22 @@ def _engine_for(request: BackendRequest, frame_size: tuple[int, int]) -> Path:
 
     onnx_path = Path(request.model) if request.model else exported_onnx(request.weights)[0]
     multiple = input_multiple_of(inspect_onnx(onnx_path).metadata) or Backend.input_multiple
-    shape = (1, 3, *(-(-side // multiple) * multiple for side in frame_size))
+    size = tuple(-(-side // multiple) * multiple for side in frame_size)
+    smallest, largest = (1, 3, *size), (max_batch, 3, *size)
     engine = EngineCache(cache_dir("engines")).get_or_build(onnx_path, precision=request.precision,
-                                                           shapes=ShapeProfile(shape, shape, shape))
+                                                           shapes=ShapeProfile(smallest, largest, largest))
     return engine.engine_path
 
 
-def open_backend_for(request: BackendRequest, frame_size: tuple[int, int]) -> Backend:
-    """Open the backend ``request`` asks for; ``frame_size`` (H, W) sizes engines built on the fly."""
+def open_backend_for(request: BackendRequest, frame_size: tuple[int, int], max_batch: int = 1) -> Backend:
+    """Open the backend ``request`` asks for; ``frame_size`` (H, W) and ``max_batch`` (frames per call, e.g.
+    the number of streams) size engines built on the fly."""
     request.validate()
     kind = resolve_kind(request)
     if kind == "trt":
         from ..backends.trt_backend import TensorRTBackend
 
-        return TensorRTBackend(request.engine or _engine_for(request, frame_size))
+        return TensorRTBackend(request.engine or _engine_for(request, frame_size, max_batch))
     if request.precision != "fp32":
         log.warning("precision %s needs TensorRT, which is not usable here; running %s in fp32",
                     request.precision, kind)
