@@ -44,13 +44,13 @@ _COMMON_NVCC_FLAGS = ("-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC,-fvis
 
 
 def plugin_source_dir() -> Path:
-    """The ``plugins/`` directory of the source checkout this package is installed from (editable)."""
-    import edge_derain
+    """The ``plugins/`` sources: the checkout's (editable install) or the copy a wheel carries."""
+    from ..resources import resource_dir
 
-    path = Path(edge_derain.__file__).resolve().parents[1] / "plugins"
+    path = resource_dir("plugins")
     if not (path / HEADER).is_file():
-        raise FileNotFoundError(f"CUDA kernel sources not found at {path}: install edge_derain from a source "
-                                f"checkout (pip install -e .) or set {ENV_LIBRARY} to a built {LIBRARY_NAME}")
+        raise FileNotFoundError(f"CUDA kernel sources not found at {path}: reinstall edge_derain (pip install . or "
+                                f"a wheel carries them) or set {ENV_LIBRARY} to a built {LIBRARY_NAME}")
     return path
 
 

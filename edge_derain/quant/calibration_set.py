@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from ..backends.base import pad_to_multiple_np
+from ..resources import resource_dir
 from ..utils import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ FORMAT = "edge_derain.calibration/1"
 SPLITS = ("calib", "holdout")
 #: Data-directory folders that hold validation/evaluation images: never calibration material.
 EVALUATION_FOLDERS = ("val", "real")
-#: The repository's default recipe; only present in a source checkout (calibration/ is not packaged).
-DEFAULT_RECIPE_PATH = Path(__file__).resolve().parents[2] / "calibration" / "default_recipe.json"
+#: The repository's default recipe (calibration/, in the checkout or carried by a wheel).
+DEFAULT_RECIPE_PATH = resource_dir("calibration") / "default_recipe.json"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 _CAMERA_RE = re.compile(r"^(?:/dev/video(?P<dev>\d+)|camera:(?P<idx>\d+))$")
 _INTENSITY_STRATA = ("light", "medium", "heavy")
@@ -327,7 +328,8 @@ def load_recipe(recipe: dict | str | os.PathLike | None = None) -> dict:
     path = Path(recipe) if recipe is not None else DEFAULT_RECIPE_PATH
     if not path.is_file():
         raise FileNotFoundError(f"calibration recipe {path} not found" + (
-            "; the default recipe lives in the source checkout's calibration/ folder, pass --recipe FILE"
+            "; the default recipe lives in the repository's calibration/ folder: reinstall edge_derain or pass "
+            "--recipe FILE"
             if recipe is None else ""))
     try:
         return json.loads(path.read_text())
