@@ -108,6 +108,19 @@ def cmd_card(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .checkpoint import read_sidecar
+    from .convert import import_official
+
+    path = import_official(args.model, args.checkpoint, args.out, _model_config(args))
+    meta = read_sidecar(path)
+    config = ", ".join(f"{k}={v!r}" for k, v in meta["config"].items())
+    print(f"wrote {path} and {path.with_suffix('.json').name}: {meta['model']}({config}), "
+          f"{meta['parameters']:,} parameters, from {meta['imported_from']['layout']}")
+    print(f"next: edge-derain eval --weights {path} --data DIR; edge-derain export --weights {path} --out DIR")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, print_report, write_report
 
@@ -366,14 +379,30 @@ def cmd_build(args) -> int:
                                  portable=False).plugin_path
     engine = _engine_cache(args).get_or_build(onnx_path, precision=args.precision,
                                               shapes=ShapeProfile.parse(args.shapes), target=args.device,
-                                              verbose_log_path=args.log, rebuild=args.rebuild)
+                                              verbose_log_path=args.log, rebuild=args.rebuild, typing=args.typing)
     sidecar = engine.sidecar
     state = "built" if engine.built else "cached"
+    flags = "+".join(sidecar["builder_flags"]) or "no precision flags"
     print(f"{state}: {engine.engine_path}")
     print(f"  {sidecar['key']['fingerprint']['flavour']} {sidecar['key']['fingerprint']['version']}, "
           f"targets {','.join(sidecar['key']['fingerprint']['targets'])}, {args.precision}, "
+          f"{engine.key.typing}ly typed ({flags}), {engine.key.plugin_implementation} plugin, "
           f"profile {ShapeProfile.parse(args.shapes).label}")
     print(f"  layers: {sidecar['layer_summary']}")
+    return 0
+
+
+def cmd_adopt(args) -> int:
+    from .engine import ShapeProfile
+    from .engine.adopt import adopt_engine
+    from .engine.cache import sidecar_path
+
+    sidecar = adopt_engine(args.engine, args.onnx, precision=args.precision, plugin_library=args.plugin_lib)
+    key = sidecar["key"]
+    print(f"adopted: {args.engine} (sidecar {sidecar_path(args.engine).name})")
+    print(f"  {key['fingerprint']['flavour']} {key['fingerprint']['version']}, {key['fingerprint']['targets'][0]} "
+          f"{key['fingerprint']['gpu_name']}, {key['precision']}, profile {ShapeProfile.from_dict(key['shapes']).label}, "
+          f"{key['plugin_implementation']} plugin, {sidecar['layer_summary']['count']} layers")
     return 0
 
 
@@ -433,6 +462,7 @@ def cmd_info(args) -> int:
     import torch
 
     from . import __version__
+    from .backends.auto import auto_backend
     from .checkpoint import list_shipped_weights
     from .models import list_models
 
@@ -441,6 +471,9 @@ def cmd_info(args) -> int:
             "models": {m.name: m.description for m in list_models()},
             "shipped_weights": list_shipped_weights()}
     info.update(_tensorrt_info(args))
+    choice = auto_backend()
+    info["auto_backend"] = {"backend": choice.kind, "why": choice.reason,
+                            **({"providers": list(choice.providers)} if choice.providers else {})}
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -529,13 +562,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="a .safetensors checkpoint or a shipped name")
     p.set_defaults(func=cmd_card)
 
+    p = sub.add_parser("import", help="convert a checkpoint of a paper's public code (.pth) into our weights format")
+    p.add_argument("--model", required=True, help="efderain, elf, elf_lw, danet or danet_plus")
+    p.add_argument("--from", dest="layout", required=True, choices=["official"],
+                   help="official: the state dict of the paper's repository (EfficientDeRain KPN, Magic-ELF "
+                        "ALformer3/ALformer_lw, DANet)")
+    p.add_argument("checkpoint", metavar="CKPT.pth", help="the .pth the paper's code saved (plain or wrapped)")
+    p.add_argument("--out", required=True, help="weights to write: OUT.safetensors + OUT.json sidecar")
+    p.add_argument("--width", type=float, default=None,
+                   help="efderain width the checkpoint must have (read from its shapes when omitted)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config the checkpoint must have, e.g. channels=48 (read from its shapes when omitted)")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("eval", help="PSNR/SSIM (Y, RGB) per image and mean on a paired folder")
     add_weights(p)
     p.add_argument("--data", required=True, help="folder with rain/ and clean/ (same file names), or with --set "
                                                  "the data directory (../shared/data layout)")
-    p.add_argument("--set", default=None, choices=["val", "rain800-holdout", "light", "dry"],
-                   help="a named evaluation set of the data directory: val/, held-out Rain800 scenes, light rain "
-                        "on the val/ clean images, or dry frames (clean images as input)")
+    p.add_argument("--set", default=None, choices=["val", "rain800-holdout", "light", "drizzle", "dry"],
+                   help="a named evaluation set of the data directory: val/, held-out Rain800 scenes, light rain or "
+                        "drizzle rendered on the val/ clean images, or dry frames (clean images as input)")
     p.add_argument("--out", default="eval_out", help="folder for eval.json and eval.csv")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -692,7 +738,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: ~/.cache/edge_derain/engines)")
     p.add_argument("--log", default=None, help="write the verbose build log here")
     p.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
+    typing = p.add_mutually_exclusive_group()
+    typing.add_argument("--weak-typing", dest="typing", action="store_const", const="weak", default="auto",
+                        help="weakly typed network with precision builder flags (tensorrt 10.x, e.g. JetPack 6; "
+                             "the default there): int8 sets INT8+FP16, so layers the Q/DQ leave out may run in FP16")
+    typing.add_argument("--strong-typing", dest="typing", action="store_const", const="strong",
+                        help="strongly typed network: every layer runs in the ONNX's types (the only kind tensorrt "
+                             "11.x and TensorRT-RTX build)")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("adopt", help="write the sidecar of an engine built elsewhere (trtexec, DeepStream) after "
+                                      "checking it deserialises on this GPU, so the tool can run it")
+    p.add_argument("engine", help="the serialized engine (.engine / .plan)")
+    p.add_argument("--onnx", required=True, help="the ONNX graph it was built from (hash, input, input_multiple)")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
+                   help="what it runs in (default: read from its layers; needed when it was built without "
+                        "--profilingVerbosity=detailed)")
+    p.add_argument("--plugin-lib", default=None,
+                   help="the libedge_derain_plugins.so it was built with (default: $EDGE_DERAIN_PLUGIN_LIB or "
+                        "build/plugins, else the Python plugin)")
+    p.set_defaults(func=cmd_adopt)
 
     p = sub.add_parser("compare", help="run the same random inputs through two backends and report errors")
     p.add_argument("--backend", required=True, help="backend under test: torch, a .onnx or a .engine")

@@ -16,7 +16,8 @@ from .utils import atomic_write_bytes
 EVAL_SET_TITLES = {
     "val": "`val/` (15 SIRR/JORDER synthetic pairs, never trained on)",
     "rain800-holdout": "Rain800 held-out scenes (`rain800-holdout`, never trained on)",
-    "light": "light rain (`light`: drizzle and light presets on the `val/` clean images)",
+    "light": "light rain (`light`: the light preset on the `val/` clean images)",
+    "drizzle": "drizzle (`drizzle`: faint streaks on the `val/` clean images, nearly dry)",
     "dry": "dry frames (`dry`: the `val/` clean images as input)",
 }
 

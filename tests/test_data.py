@@ -670,10 +670,11 @@ def test_real_data_splits_eval_sets_and_pack(data_dir, tmp_path):
     assert len(split["holdout"]) >= 40 and len(split["train"]) >= 400
     assert not set(split["train"]) & set(split["holdout"])
     assert split["val_scenes"], "Rain800 shares scenes with val/: they must be reserved"
-    sizes = {name: len(open_eval_set(data_dir, name)) for name in ("val", "rain800-holdout", "light", "dry")}
-    assert sizes == {"val": 15, "rain800-holdout": len(split["holdout"]), "light": 30, "dry": 15}
-    light = open_eval_set(data_dir, "light")[3]
-    assert 28 < psnr(to_image(light["rain"]), to_image(light["clean"])) < 60
+    sizes = {name: len(open_eval_set(data_dir, name)) for name in ("val", "rain800-holdout", "light", "drizzle", "dry")}
+    assert sizes == {"val": 15, "rain800-holdout": len(split["holdout"]), "light": 15, "drizzle": 15, "dry": 15}
+    light, drizzle = open_eval_set(data_dir, "light")[3], open_eval_set(data_dir, "drizzle")[3]
+    assert 25 < psnr(to_image(light["rain"]), to_image(light["clean"])) < psnr(to_image(drizzle["rain"]),
+                                                                                 to_image(drizzle["clean"]))
     pack = build_pack(data_dir, tmp_path / "p.npz", budget_mib=6, progress=False)
     assert pack.meta["counts"]["pairs"] > 20 and pack.meta["counts"]["backgrounds"] > 20
     assert pack.meta["bytes"] <= 6 * 2 ** 20 and pack.meta["excluded"]["holdout"] == len(split["holdout"])

@@ -5,8 +5,10 @@ Evaluation sets (``edge-derain eval --set NAME``):
 * ``val`` — ``val/{rain,clean}`` (SIRR/JORDER samples): validation and model cards, never trained on.
 * ``rain800-holdout`` — pairs of ``rain800_train/`` held out of every training set, so Rain800-style rain
   has a test that the model never saw (see :func:`rain800_split`).
-* ``light`` — the ``val/`` clean images with seeded ``drizzle`` and ``light`` rain: light rain that a
-  model must improve, never worsen.
+* ``light`` — the ``val/`` clean images with seeded ``light`` rain (about 29–36 dB PSNR-Y, like the light
+  synthetic benchmarks): light rain that a model must improve, never worsen.
+* ``drizzle`` — the same with ``drizzle`` (about 35–50 dB: faint streaks on a nearly dry frame), where
+  anything but near-identity loses.
 * ``dry`` — the ``val/`` clean images given as input: a model should return them unchanged.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Dataset
 
 from ..utils import atomic_write_json, cache_dir
 from .io import list_images, read_image_uint8
@@ -27,10 +29,9 @@ from .paired import DryDataset, PairedFolderDataset, SideBySidePairDataset, spli
 from .synthetic import RainRenderer, SyntheticRainDataset
 
 HOLDOUT_EVERY = 10
-EVAL_SETS = ("val", "rain800-holdout", "light", "dry")
-LIGHT_PRESETS = ("drizzle", "light")
-_LIGHT_SEED = 2024
-_SAME_SCENE_CORRELATION = 0.98  # fixed: the light set is the same images with the same rain in every report
+EVAL_SETS = ("val", "rain800-holdout", "light", "drizzle", "dry")
+_RENDERED_SEEDS = {"light": 2025, "drizzle": 2024}  # fixed: the same images with the same rain in every report
+_SAME_SCENE_CORRELATION = 0.98  # thumbnails of one scene's clean image under different rain
 
 
 def _signature(image: np.ndarray) -> np.ndarray:
@@ -130,12 +131,11 @@ def open_eval_set(data_dir: str | os.PathLike, name: str) -> Dataset:
                                     f"Rain800 side-by-side training pairs there")
         return SideBySidePairDataset(data_dir / "rain800_train", files=holdout)
     clean = list_images(data_dir / "val" / "clean") if (data_dir / "val" / "clean").is_dir() else []
-    if name in ("light", "dry") and not clean:
+    if name in ("light", "drizzle", "dry") and not clean:
         raise FileNotFoundError(f"{data_dir}/val/clean does not exist; the {name} set is built from its images")
-    if name == "light":
-        return ConcatDataset([SyntheticRainDataset(clean, renderer=RainRenderer.preset(preset), crop=None,
-                                                   flip=False, seed=_LIGHT_SEED + i)
-                              for i, preset in enumerate(LIGHT_PRESETS)])
+    if name in _RENDERED_SEEDS:
+        return SyntheticRainDataset(clean, renderer=RainRenderer.preset(name), crop=None, flip=False,
+                                    seed=_RENDERED_SEEDS[name])
     if name == "dry":
         return DryDataset(clean)
     raise ValueError(f"unknown evaluation set {name!r}; choose from {', '.join(EVAL_SETS)}")
