@@ -49,6 +49,7 @@ def test_cli_build_model_uses_cache_and_info_lists_it(rtx, tmp_path, capsys):
     assert main(args) == 0
     first = capsys.readouterr().out
     assert first.startswith("built: ") and "DilationFilter" in first and "Half" in first
+    assert "strongly typed (no precision flags)" in first and " plugin, " in first
     assert main(args) == 0
     assert capsys.readouterr().out.startswith("cached: ")
     assert main(["info", "--cache-dir", str(tmp_path)]) == 0
@@ -91,3 +92,11 @@ def test_cache_key_covers_the_fp16_pass_and_the_plugin_library(rtx, exported, tm
     library.write_bytes(b"a C++ plugin build")
     monkeypatch.setenv("EDGE_DERAIN_PLUGIN_LIB", str(library))
     assert cache.key_for(exported.plugin_path, "fp32", PROFILE, "sm86", rtx).plugin_hash != fp32.plugin_hash
+
+
+def test_cli_weak_typing_needs_a_flavour_with_precision_flags(rtx, exported, tmp_path, capsys):
+    assert main(["build", "--onnx", str(exported.plugin_path), "--precision", "int8", "--weak-typing",
+                 "--device", "sm86", "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "builds strongly typed networks only" in err and "--weak-typing" in err
+    assert not list(tmp_path.glob("*.engine"))

@@ -162,6 +162,71 @@ def test_plan_precision_follows_typing_rules(tmp_path):
         plan_precision(RTX, "fp8", fp32)
 
 
+def make_qdq_onnx(path: Path) -> Path:
+    """image -> Q/DQ -> Conv (Q/DQ weights) -> DilationFilter, as the quant stage leaves a plugin graph."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.integers(-127, 128, (27, 3, 1, 1)).astype(np.int8), "w_q"),
+             numpy_helper.from_array(np.float32(0.01), "w_scale"), numpy_helper.from_array(np.float32(1 / 127), "x_scale")]
+    nodes = [helper.make_node("QuantizeLinear", ["image", "x_scale"], ["x_q"]),
+             helper.make_node("DequantizeLinear", ["x_q", "x_scale"], ["x_dq"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w"]),
+             helper.make_node("Conv", ["x_dq", "w"], ["kernels"], name="kpn_out"),
+             helper.make_node("DilationFilter", ["image", "kernels"], ["output"], name="dilation_filter",
+                              domain="edge_derain", dilations=[1, 2, 3, 4], plugin_version="1", plugin_namespace="")]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 12, "H", "W"])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("edge_derain", 1)]), str(path))
+    return path
+
+
+def test_int8_is_weakly_typed_with_an_fp16_fallback_on_tensorrt_10(tmp_path):
+    """NVIDIA's Jetson recipe: a Q/DQ graph built weakly typed with INT8 + FP16 flags on 10.x (automatic)."""
+    qdq = inspect_onnx(make_qdq_onnx(tmp_path / "qdq.onnx"))
+    fp32 = inspect_onnx(make_plugin_onnx(tmp_path / "fp32.onnx"))
+    assert qdq.has_qdq
+    weak = builder_mod.PrecisionPlan(False, ("INT8", "FP16"))
+    assert plan_precision(TRT10, "int8", qdq) == weak and weak.typing == "weak"
+    assert plan_precision(TRT10, "int8", qdq, "weak") == weak
+    assert plan_precision(TRT10, "int8", qdq, "strong") == builder_mod.PrecisionPlan(True)
+    assert plan_precision(RTX, "int8", qdq) == builder_mod.PrecisionPlan(True)  # RTX / 11.x: no flags at all
+    # strongly typed fp16 on 10.x takes the FP16 conversion, as RTX does
+    assert builder_mod.needs_fp16_conversion(TRT10, "fp16", fp32, "strong")
+    assert not builder_mod.needs_fp16_conversion(TRT10, "fp16", fp32)
+    assert plan_precision(TRT10, "fp32", fp32, "strong") == builder_mod.PrecisionPlan(True, (), ("TF32",))
+    with pytest.raises(ValueError, match="builds strongly typed networks only .*drop --weak-typing") as err:
+        plan_precision(RTX, "int8", qdq, "weak")
+    assert_one_line(err.value)
+    with pytest.raises(ValueError, match="typing must be one of auto, weak, strong"):
+        plan_precision(TRT10, "int8", qdq, "mixed")
+
+
+def test_engine_key_records_the_typing_it_builds(tmp_path, monkeypatch):
+    qdq = make_qdq_onnx(tmp_path / "qdq.onnx")
+    monkeypatch.setattr(builder_mod, "list_devices", lambda: [ORIN])  # tensorrt 10.x builds for the local GPU
+    cache = EngineCache(tmp_path)
+    weak = cache.key_for(qdq, "int8", PROFILE, flavour=TRT10)
+    strong = cache.key_for(qdq, "int8", PROFILE, flavour=TRT10, typing="strong")
+    assert (weak.typing, strong.typing) == ("weak", "strong") and weak.digest != strong.digest
+    assert weak.fingerprint.targets == ("sm87",) and weak.plugin_implementation in ("python", "library")
+    assert cache.key_for(qdq, "int8", PROFILE, "sm86", RTX).typing == "strong"
+    with pytest.raises(ValueError, match="strongly typed networks only"):
+        cache.key_for(qdq, "int8", PROFILE, "sm86", RTX, typing="weak")
+
+
+def test_a_graph_without_plugin_nodes_keys_no_plugin(tmp_path):
+    weight = numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["image", "w"], ["output"])], "plain",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H", "W"])], [weight])
+    plain = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(plain))
+    key = EngineCache(tmp_path).key_for(plain, "fp32", PROFILE, "sm86", RTX)
+    assert (key.plugin_implementation, key.plugin_hash) == ("none", None)
+    plugin = EngineCache(tmp_path).key_for(make_plugin_onnx(tmp_path / "p.onnx"), "fp32", PROFILE, "sm86", RTX)
+    assert plugin.plugin_implementation in ("python", "library") and plugin.plugin_hash
+
+
 def test_inspect_onnx_rejects_unreadable_files(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07 this is not a protobuf \xff\xfe")
@@ -275,7 +340,10 @@ def test_engine_key_digest_tracks_every_field():
                 EngineKey(base.fingerprint, "fp16", ShapeProfile.static((1, 3, 32, 32)), base.onnx_sha256,
                           base.plugin_hash),
                 EngineKey(base.fingerprint, "fp16", PROFILE, "ef" * 32, base.plugin_hash),
-                EngineKey(base.fingerprint, "fp16", PROFILE, base.onnx_sha256, "01" * 32)]
+                EngineKey(base.fingerprint, "fp16", PROFILE, base.onnx_sha256, "01" * 32),
+                EngineKey(base.fingerprint, "fp16", PROFILE, base.onnx_sha256, base.plugin_hash,
+                          plugin_implementation="library"),
+                EngineKey(base.fingerprint, "fp16", PROFILE, base.onnx_sha256, base.plugin_hash, typing="weak")]
     assert len({base.digest, *(v.digest for v in variants)}) == 1 + len(variants)
 
 

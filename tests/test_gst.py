@@ -110,13 +110,14 @@ def test_definitions_sources_sinks_and_composition():
 
 
 def test_backend_selection_and_validation(tmp_path):
-    from edge_derain.gst.select import BackendRequest, resolve_kind, tensorrt_usable
+    from edge_derain.backends.auto import auto_backend
+    from edge_derain.gst.select import BackendRequest, resolve_kind
 
-    assert resolve_kind(BackendRequest()) == ("trt" if tensorrt_usable() else "ort")
-    assert resolve_kind(BackendRequest(kind="torch")) == "torch"
+    assert resolve_kind(BackendRequest()) == auto_backend()
+    assert resolve_kind(BackendRequest(kind="torch")).kind == "torch"
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
-    assert resolve_kind(BackendRequest(engine=str(engine))) == "trt"
+    assert resolve_kind(BackendRequest(engine=str(engine))).kind == "trt"
     with pytest.raises(ValueError, match="runs on TensorRT only"):
         BackendRequest(kind="ort", engine=str(engine)).validate()
     with pytest.raises(ValueError, match="precision fp16 needs TensorRT"):

@@ -396,8 +396,9 @@ def test_plugin_library_from_the_environment_must_exist(cached_engine, monkeypat
     monkeypatch.setattr(trt_backend, "import_cudart", lambda: FakeCudart())
     sidecar = sidecar_path(cached_engine.engine_path)
     text = sidecar.read_text()
-    try:  # an engine with a plugin layer loads the library named by the environment
-        sidecar.write_text(text.replace('"plugins": []', '"plugins": [{"plugin": "DilationFilter"}]'))
+    try:  # an engine built with the C++ plugin library loads the library named by the environment
+        sidecar.write_text(text.replace('"plugins": []', '"plugins": [{"plugin": "DilationFilter"}]')
+                           .replace('"plugin_implementation": "none"', '"plugin_implementation": "library"'))
         with pytest.raises(FileNotFoundError, match=f"{PLUGIN_LIBRARY_ENV}=.*missing.so does not exist") as err:
             TensorRTBackend(cached_engine.engine_path)
         assert_one_line(err.value)

@@ -5,8 +5,9 @@ Loading follows the engine stage's contract:
 1. the engine's JSON sidecar is read and checked against this device (TensorRT flavour + version and
    compute capability) *before* deserialising, so a wrong engine fails with one line naming the rebuild
    command (``EngineMismatchError``) and a machine without a GPU with ``NoCudaDevice``;
-2. the DilationFilter plugin is made available: the C++ library when ``$EDGE_DERAIN_PLUGIN_LIB`` or the
-   CMake build (``build/plugins/libedge_derain_plugins.so``) exists, the Python plugin otherwise;
+2. the plugins are made available as the sidecar records the engine was built: the C++ library
+   (``$EDGE_DERAIN_PLUGIN_LIB`` or the CMake build ``build/plugins/libedge_derain_plugins.so``), the
+   Python plugin, or none for a graph without plugin nodes;
 3. the engine is deserialised and one execution context is created.
 
 Each :meth:`~edge_derain.backends.base.Backend.run` then does, on one CUDA stream (cuda-python): copy
@@ -284,10 +285,15 @@ class TensorRTBackend(Backend):
         from ..engine.builder import find_plugin_library, load_plugin_library
         from ..engine.python_plugins import register_python_plugins
 
-        if self.sidecar.get("plugins") == []:
-            return "none"  # the engine has no plugin layers
-        library = find_plugin_library()
-        if library is not None:
+        implementation = self.sidecar["key"].get("plugin_implementation", "python")
+        if implementation == "none":
+            return "none"  # built from a graph without plugin nodes
+        if implementation == "library":  # the engine was built (or adopted) with the C++ plugin library
+            library = find_plugin_library()
+            if library is None:
+                raise FileNotFoundError(f"{self.engine_path.name} was built with the C++ plugin library "
+                                        f"{self.sidecar.get('plugin_library') or ''}; set EDGE_DERAIN_PLUGIN_LIB to "
+                                        "that libedge_derain_plugins.so (or rebuild the engine here)")
             return str(load_plugin_library(trt, library))
         register_python_plugins(trt)
         return "python"

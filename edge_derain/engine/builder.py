@@ -11,7 +11,14 @@ Precision follows the flavour's typing rules:
   or Q/DQ nodes): the engine runs in exactly the dtypes of the ONNX, so ``precision="fp16"`` needs an
   FP16 ONNX and ``"int8"`` needs Q/DQ nodes. Given an FP32 ONNX, :func:`build_engine` converts it with
   ``edge_derain.export.fp16.convert_to_fp16`` (FP16-fragile nodes stay FP32) and builds that;
-* tensorrt 10.x with an FP32 graph and ``precision="fp16"``: weakly typed network + ``BuilderFlag.FP16``.
+* tensorrt 10.x with an FP32 graph and ``precision="fp16"``: weakly typed network + ``BuilderFlag.FP16``;
+* tensorrt 10.x with a Q/DQ graph and ``precision="int8"``: weakly typed network + ``BuilderFlag.INT8`` and
+  ``FP16``, as NVIDIA recommends for Jetson: the Q/DQ nodes still fix where INT8 runs (explicit
+  quantization) and the layers left unquantized, the plugin included, may run in FP16.
+  ``typing="strong"`` builds the Q/DQ graph strongly typed instead (INT8 at the Q/DQ, FP32 elsewhere).
+
+``typing`` (``"auto"``, ``"weak"``, ``"strong"``) overrides the automatic choice where the flavour has one:
+only tensorrt 10.x builds weakly typed networks, so ``"weak"`` elsewhere is a one-line ValueError.
 
 ``fp32`` engines clear ``BuilderFlag.TF32`` so that FP32 means FP32 (TF32 convolutions carry a 10-bit
 mantissa, which would blur comparisons with the PyTorch reference).
@@ -39,6 +46,7 @@ from .flavour import (CudaDevice, NoCudaDevice, TensorRTFlavour, TensorRTSetupEr
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
+TYPINGS = ("auto", "weak", "strong")
 #: Compute capabilities TensorRT-RTX engines run on by default (its documented portable set).
 RTX_PORTABLE_TARGETS = ("sm86", "sm89", "sm120")
 _LOG_TAIL_LINES = 3
@@ -206,36 +214,56 @@ class PrecisionPlan:
     set_flags: tuple[str, ...] = ()  # BuilderFlag member names
     clear_flags: tuple[str, ...] = ()
 
+    @property
+    def typing(self) -> str:
+        return "strong" if self.strongly_typed else "weak"
 
-def plan_precision(flavour: TensorRTFlavour, precision: str, summary: OnnxSummary) -> PrecisionPlan:
-    """How to make ``flavour`` produce a ``precision`` engine from this graph, or a one-line ValueError."""
+
+def check_typing(flavour: TensorRTFlavour, typing: str) -> None:
+    if typing not in TYPINGS:
+        raise ValueError(f"typing must be one of {', '.join(TYPINGS)}, got {typing!r}")
+    if typing == "weak" and not flavour.has_precision_flags:
+        raise ValueError(f"{flavour.label} builds strongly typed networks only (it has no precision builder "
+                         "flags); drop --weak-typing, or build weakly typed engines with tensorrt 10.x (JetPack 6)")
+
+
+def plan_precision(flavour: TensorRTFlavour, precision: str, summary: OnnxSummary,
+                   typing: str = "auto") -> PrecisionPlan:
+    """How to make ``flavour`` produce a ``precision`` engine from this graph, or a one-line ValueError.
+
+    ``typing="auto"`` builds weakly typed where that is tensorrt 10.x's better engine (an FP32 graph,
+    INT8 with an FP16 fallback); ``"weak"``/``"strong"`` force one (see the module docstring).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_typing(flavour, typing)
+    weak = flavour.has_precision_flags and typing != "strong"
     name = summary.path.name
     if precision == "int8":
         if not summary.has_qdq:
             raise ValueError(f"precision int8 needs explicit Q/DQ nodes but {name} has none; insert them with "
                              "the quant stage (implicit INT8 calibration is not used)")
-        return PrecisionPlan(strongly_typed=True)
+        return PrecisionPlan(strongly_typed=False, set_flags=("INT8", "FP16")) if weak else PrecisionPlan(True)
     if summary.has_qdq:
         raise ValueError(f"{name} carries Q/DQ (INT8) nodes; build it with precision='int8'")
     if precision == "fp32":
         if summary.has_fp16:
             raise ValueError(f"{name} carries FP16 tensors, so it cannot give an fp32 engine; build it with "
                              "precision='fp16' or use the FP32 ONNX")
-        return PrecisionPlan(strongly_typed=not flavour.has_precision_flags, clear_flags=("TF32",))
-    if summary.has_fp16:
-        return PrecisionPlan(strongly_typed=True)
-    if flavour.has_precision_flags:
+        return PrecisionPlan(strongly_typed=not weak, clear_flags=("TF32",))
+    if summary.has_fp16:  # the graph's casts already say where FP16 runs
+        return PrecisionPlan(strongly_typed=False, set_flags=("FP16",)) if typing == "weak" else PrecisionPlan(True)
+    if weak:
         return PrecisionPlan(strongly_typed=False, set_flags=("FP16",))
     raise ValueError(f"{flavour.label} builds strongly typed networks only, so FP16 must already be in the "
                      f"ONNX as casts, but {name} is FP32; export an FP16 ONNX first")
 
 
-def needs_fp16_conversion(flavour: TensorRTFlavour, precision: str, summary: OnnxSummary) -> bool:
-    """True when an fp16 engine of this FP32 graph needs the graph converted first (strongly typed flavours)."""
+def needs_fp16_conversion(flavour: TensorRTFlavour, precision: str, summary: OnnxSummary,
+                          typing: str = "auto") -> bool:
+    """True when an fp16 engine of this FP32 graph needs the graph converted first (strongly typed builds)."""
     return (precision == "fp16" and not summary.has_fp16 and not summary.has_qdq
-            and not flavour.has_precision_flags)
+            and (not flavour.has_precision_flags or typing == "strong"))
 
 
 def convert_onnx_to_fp16(onnx_path: str | os.PathLike, out_path: str | os.PathLike) -> dict[str, str]:
@@ -421,6 +449,21 @@ def layers_from_inspector(info: dict) -> list[EngineLayer]:
     return layers
 
 
+def summarize_layers(layers: list[EngineLayer], source: str) -> dict:
+    """Layer counts by type, the data types used and the plugin layers, for sidecars and reports."""
+    types: dict[str, int] = {}
+    for layer in layers:
+        types[layer.type] = types.get(layer.type, 0) + 1
+    return {
+        "count": len(layers),
+        "types": types,
+        "datatypes": sorted(set().union(*(layer.datatypes for layer in layers))),
+        "plugin_layers": [{"name": l.name, "plugin": l.plugin, "datatypes": sorted(l.datatypes)}
+                          for l in layers if l.plugin],
+        "source": source,
+    }
+
+
 def attach_plugins(layers: list[EngineLayer], plugin_nodes: dict[str, str]) -> list[EngineLayer]:
     """Mark engine layers that came from plugin nodes (ONNX node / network layer name -> plugin name)."""
     out = []
@@ -517,17 +560,7 @@ class BuildResult:
         return [layer for layer in self.layers if layer.plugin]
 
     def layer_summary(self) -> dict:
-        types: dict[str, int] = {}
-        for layer in self.layers:
-            types[layer.type] = types.get(layer.type, 0) + 1
-        return {
-            "count": len(self.layers),
-            "types": types,
-            "datatypes": sorted(set().union(*(layer.datatypes for layer in self.layers))),
-            "plugin_layers": [{"name": l.name, "plugin": l.plugin, "datatypes": sorted(l.datatypes)}
-                              for l in self.plugin_layers],
-            "source": self.layer_source,
-        }
+        return summarize_layers(self.layers, self.layer_source)
 
 
 _ERROR_TYPES = {cls.__name__: cls for cls in (EngineBuildError, OnnxParseError, ValueError, TensorRTSetupError,
@@ -594,7 +627,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, prec
                  shapes: ShapeProfile | None = None, target: str | Iterable[str] = "auto",
                  workspace: int | None = None, verbose_log_path: str | os.PathLike | None = None,
                  flavour: TensorRTFlavour | None = None, timeout: float | None = None,
-                 plugin_library: str | os.PathLike | None = None) -> BuildResult:
+                 plugin_library: str | os.PathLike | None = None, typing: str = "auto") -> BuildResult:
     """Build ``onnx_path`` into a serialized engine at ``out_path`` (written atomically).
 
     ``shapes`` is the optimisation profile of the input (default: the input's static shape);
@@ -606,17 +639,19 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, prec
 
     ``precision="fp16"`` with an FP32 ONNX on a strongly typed flavour builds the graph converted by
     ``convert_to_fp16`` (``BuildResult.fp32_nodes`` lists what stayed FP32). ``plugin_library`` is a
-    built ``libedge_derain_plugins.so`` whose creators replace the Python plugin in the build.
+    built ``libedge_derain_plugins.so`` whose creators replace the Python plugin in the build. ``typing``
+    (auto, weak, strong) chooses weakly or strongly typed where the flavour offers both (tensorrt 10.x).
     """
     started = time.perf_counter()
     flavour = flavour or detect_tensorrt()
     if workspace is not None and int(workspace) <= 0:
         raise ValueError(f"workspace must be a positive number of bytes, got {workspace}")
+    check_typing(flavour, typing)
     summary = inspect_onnx(onnx_path)
     shapes = resolve_shapes(summary, shapes)
-    convert = needs_fp16_conversion(flavour, precision, summary)
+    convert = needs_fp16_conversion(flavour, precision, summary, typing)
     if not convert:
-        plan = plan_precision(flavour, precision, summary)
+        plan = plan_precision(flavour, precision, summary, typing)
     build_target = resolve_build_target(flavour, target)
     if summary.custom_ops:
         ensure_plugin_node_support(flavour)
@@ -630,7 +665,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, prec
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with _graph_to_build(onnx_path, out_path.parent, convert) as (graph_path, fp32_nodes):
         if convert:
-            plan = plan_precision(flavour, precision, inspect_onnx(graph_path))
+            plan = plan_precision(flavour, precision, inspect_onnx(graph_path), typing)
         keep_log = verbose_log_path is not None
         if keep_log:
             log_path = Path(verbose_log_path)

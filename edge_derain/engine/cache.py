@@ -1,4 +1,9 @@
-"""Engine cache: one engine per (device fingerprint, precision, shape profile, ONNX, plugin) key.
+"""Engine cache: one engine per (device fingerprint, precision, typing, shape profile, ONNX, plugin) key.
+
+The plugin part of the key is the implementation the build really loads: none for a graph without
+custom nodes, the C++ library (``$EDGE_DERAIN_PLUGIN_LIB`` or the checkout's CMake build, hashed by its
+bytes) when one is found, else the Python plugin and its CUDA kernel sources. The build is handed that
+same choice, and its report of the plugin layers is checked against it.
 
 Each engine ``<name>.engine`` has a sidecar ``<name>.engine.json`` holding every key field, the build
 time and a summary of the engine's layers. Both are written atomically, engine first, so an engine
@@ -20,8 +25,9 @@ from typing import Iterable
 
 from .. import __version__
 from ..utils import atomic_write_json
-from .builder import (ShapeProfile, build_engine, find_plugin_library, inspect_onnx, needs_fp16_conversion,
-                      onnx_sha256, resolve_build_target, resolve_shapes)
+from .builder import (EngineBuildError, EngineLayer, OnnxSummary, ShapeProfile, build_engine, check_typing,
+                      find_plugin_library, inspect_onnx, needs_fp16_conversion, onnx_sha256, plan_precision,
+                      resolve_build_target, resolve_shapes, summarize_layers)
 from .flavour import NoCudaDevice, TensorRTFlavour, detect_tensorrt, list_devices
 from .python_plugins import plugin_hash
 
@@ -76,31 +82,57 @@ class EngineKey:
     precision: str
     shapes: ShapeProfile
     onnx_sha256: str
-    plugin_hash: str
+    plugin_hash: str | None  # of the plugin implementation below; None when the graph has no plugin nodes
     # What the build does to the graph itself: the FP16 pass's code when it converts the ONNX first.
     conversion_hash: str | None = None
+    plugin_implementation: str = "python"  # "none" | "python" | "library" (see PluginUse)
+    typing: str | None = None  # "strong" | "weak" as built; None: unknown (an adopted engine)
 
     def to_dict(self) -> dict:
         return {"fingerprint": self.fingerprint.to_dict(), "precision": self.precision,
                 "shapes": self.shapes.to_dict(), "onnx_sha256": self.onnx_sha256, "plugin_hash": self.plugin_hash,
-                "conversion_hash": self.conversion_hash}
+                "conversion_hash": self.conversion_hash, "plugin_implementation": self.plugin_implementation,
+                "typing": self.typing}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EngineKey":
         return cls(DeviceFingerprint.from_dict(d["fingerprint"]), d["precision"], ShapeProfile.from_dict(d["shapes"]),
-                   d["onnx_sha256"], d["plugin_hash"], d.get("conversion_hash"))
+                   d["onnx_sha256"], d["plugin_hash"], d.get("conversion_hash"),
+                   d.get("plugin_implementation", "python"), d.get("typing"))
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _plugins_hash() -> str:
-    """The Python plugin and kernels, plus the C++ plugin library when the build loads one instead."""
-    library = find_plugin_library()
-    if library is None:
-        return plugin_hash()
-    return hashlib.sha256((plugin_hash() + hashlib.sha256(library.read_bytes()).hexdigest()).encode()).hexdigest()
+@dataclass(frozen=True)
+class PluginUse:
+    """The plugin implementation that building (or loading) one graph uses, and its hash."""
+
+    implementation: str  # "none" (no custom nodes) | "python" | "library"
+    sha256: str | None = None  # Python plugin + kernel sources, or the library's bytes
+    library: Path | None = None
+
+    @classmethod
+    def for_graph(cls, summary: OnnxSummary, library: str | os.PathLike | None = None) -> "PluginUse":
+        """``library`` if given, else :func:`find_plugin_library`'s, else the Python plugin; none without
+        custom nodes."""
+        if not summary.custom_ops:
+            return cls("none")
+        library = Path(library) if library is not None else find_plugin_library()
+        if library is None:
+            return cls("python", plugin_hash())
+        if not library.is_file():
+            raise FileNotFoundError(f"plugin library {library} does not exist; build it with "
+                                    "cmake -S plugins -B build/plugins && cmake --build build/plugins")
+        return cls("library", hashlib.sha256(library.read_bytes()).hexdigest(), library.resolve())
+
+    def check_built(self, plugins: list[dict]) -> None:
+        """EngineBuildError unless the build's plugin layers all came from this implementation."""
+        used = sorted({p["implementation"] for p in plugins}) or ["none"]
+        if used != [self.implementation]:
+            raise EngineBuildError(f"the build used the {' + '.join(used)} plugin implementation but was asked for "
+                                   f"{self.implementation}; another plugin library registered the same creators")
 
 
 def _fp16_pass_hash() -> str:
@@ -136,6 +168,31 @@ def input_multiple_of(onnx_metadata: dict) -> int | None:
     except (KeyError, TypeError, ValueError):
         return None
     return value if value > 0 else None
+
+
+def engine_sidecar(key: EngineKey, onnx_path: str | os.PathLike, engine_path: Path, plugin_use: PluginUse,
+                   plugins: list[dict], layers: list[EngineLayer], layer_source: str, onnx_metadata: dict,
+                   **build) -> dict:
+    """The sidecar of ``engine_path``: its key, file hash, plugin layers and layers, plus ``build`` facts."""
+    data = engine_path.read_bytes()
+    return {
+        "schema": SIDECAR_SCHEMA,
+        "key": key.to_dict(),
+        "key_digest": key.digest,
+        "onnx_path": str(Path(onnx_path).resolve()),
+        "engine_file": engine_path.name,
+        "engine_bytes": len(data),
+        "engine_sha256": hashlib.sha256(data).hexdigest(),
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edge_derain_version": __version__,
+        **build,
+        "plugins": plugins,
+        "plugin_library": str(plugin_use.library) if plugin_use.library else None,
+        # what a runtime needs from the export: the padding multiple (None if the ONNX lacks it)
+        "input_multiple": input_multiple_of(onnx_metadata),
+        "layer_summary": summarize_layers(layers, layer_source),
+        "layers": [layer.to_dict() for layer in layers],
+    }
 
 
 def check_engine_compatible(sidecar: dict | str | os.PathLike, current: DeviceFingerprint) -> None:
@@ -187,14 +244,23 @@ class EngineCache:
         self.root = Path(root)
 
     def key_for(self, onnx_path: str | os.PathLike, precision: str = "fp32", shapes: ShapeProfile | None = None,
-                target: str | Iterable[str] = "auto", flavour: TensorRTFlavour | None = None) -> EngineKey:
-        flavour = flavour or detect_tensorrt()
+                target: str | Iterable[str] = "auto", flavour: TensorRTFlavour | None = None,
+                typing: str = "auto") -> EngineKey:
+        return self._plan(onnx_path, precision, shapes, target, flavour or detect_tensorrt(), typing)[0]
+
+    def _plan(self, onnx_path, precision, shapes, target, flavour, typing) -> tuple[EngineKey, PluginUse]:
+        check_typing(flavour, typing)
         summary = inspect_onnx(onnx_path)
         shapes = resolve_shapes(summary, shapes)
         build_target = resolve_build_target(flavour, target)
         fingerprint = DeviceFingerprint(flavour.name, flavour.version, build_target.targets, build_target.gpu_name)
-        conversion = _fp16_pass_hash() if needs_fp16_conversion(flavour, precision, summary) else None
-        return EngineKey(fingerprint, precision, shapes, onnx_sha256(onnx_path), _plugins_hash(), conversion)
+        convert = needs_fp16_conversion(flavour, precision, summary, typing)
+        # a converted graph carries FP16 casts and is built strongly typed
+        built_typing = "strong" if convert else plan_precision(flavour, precision, summary, typing).typing
+        plugins = PluginUse.for_graph(summary)
+        key = EngineKey(fingerprint, precision, shapes, onnx_sha256(onnx_path), plugins.sha256,
+                        _fp16_pass_hash() if convert else None, plugins.implementation, built_typing)
+        return key, plugins
 
     def engine_path(self, onnx_path: str | os.PathLike, key: EngineKey) -> Path:
         name = f"{Path(onnx_path).stem}-{key.precision}-{key.fingerprint.target_label}-{key.digest}.engine"
@@ -213,10 +279,11 @@ class EngineCache:
     def get_or_build(self, onnx_path: str | os.PathLike, precision: str = "fp32",
                      shapes: ShapeProfile | None = None, target: str | Iterable[str] = "auto",
                      workspace: int | None = None, verbose_log_path: str | os.PathLike | None = None,
-                     rebuild: bool = False, flavour: TensorRTFlavour | None = None) -> CachedEngine:
+                     rebuild: bool = False, flavour: TensorRTFlavour | None = None,
+                     typing: str = "auto") -> CachedEngine:
         """The cached engine for these settings, building it (in a subprocess) when missing or stale."""
         flavour = flavour or detect_tensorrt()
-        key = self.key_for(onnx_path, precision, shapes, target, flavour)
+        key, plugins = self._plan(onnx_path, precision, shapes, target, flavour, typing)
         if not rebuild:
             hit = self.lookup(onnx_path, key)
             if hit is not None:
@@ -225,27 +292,17 @@ class EngineCache:
         # Full TensorRT builds for the local GPU only, which "auto" already resolved to.
         targets = list(key.fingerprint.targets) if flavour.supports_targets else "auto"
         result = build_engine(onnx_path, path, precision=precision, shapes=key.shapes, target=targets,
-                              workspace=workspace, verbose_log_path=verbose_log_path, flavour=flavour)
-        sidecar = {
-            "schema": SIDECAR_SCHEMA,
-            "key": key.to_dict(),
-            "key_digest": key.digest,
-            "onnx_path": str(Path(onnx_path).resolve()),
-            "engine_file": path.name,
-            "engine_bytes": result.engine_bytes,
-            "engine_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "build_seconds": round(result.build_seconds, 3),
-            "strongly_typed": result.strongly_typed,
-            "builder_flags": list(result.builder_flags),
-            "edge_derain_version": __version__,
-            "plugins": result.plugins,
-            # what a runtime needs from the export: the padding multiple (None if the ONNX lacks it)
-            "input_multiple": input_multiple_of(result.onnx_metadata),
-            "fp32_nodes": result.fp32_nodes,
-            "layer_summary": result.layer_summary(),
-            "layers": [layer.to_dict() for layer in result.layers],
-        }
+                              workspace=workspace, verbose_log_path=verbose_log_path, flavour=flavour,
+                              plugin_library=plugins.library, typing=typing)
+        try:
+            plugins.check_built(result.plugins)
+        except EngineBuildError:
+            path.unlink(missing_ok=True)
+            raise
+        sidecar = engine_sidecar(key, onnx_path, path, plugins, result.plugins, result.layers, result.layer_source,
+                                 result.onnx_metadata, build_seconds=round(result.build_seconds, 3),
+                                 strongly_typed=result.strongly_typed, builder_flags=list(result.builder_flags),
+                                 fp32_nodes=result.fp32_nodes)
         atomic_write_json(sidecar_path(path), sidecar)
         return CachedEngine(path, sidecar, built=True)
 

@@ -1,8 +1,10 @@
-"""Which derain backend a pipeline runs: TensorRT where present, ONNX Runtime otherwise, PyTorch last.
+"""Which derain backend a pipeline runs: TensorRT where it can build for this GPU, ONNX Runtime otherwise,
+PyTorch last.
 
-``auto`` resolves in that order: an ``engine`` file means TensorRT; without one, TensorRT is used when a
-TensorRT flavour imports and a CUDA device is visible (the engine is built once per frame size from the
-weights' plugin graph and cached in ``~/.cache/edge_derain/engines``); otherwise ONNX Runtime runs the
+``auto`` resolves in that order: an ``engine`` file means TensorRT; without one, TensorRT is used when the
+installed flavour can build engines for the local GPU (:mod:`edge_derain.backends.auto`; the engine is
+built once per frame size from the weights' plugin graph and cached in ``~/.cache/edge_derain/engines``);
+otherwise ONNX Runtime (its CUDA provider when it has one and a GPU is visible) runs the
 weights' portable graph, exported once into ``~/.cache/edge_derain/onnx`` (named by the weights' stem and
 content hash, so retrained weights get a fresh export); PyTorch is the fallback when onnxruntime is not
 installed. ``model`` names an ONNX graph to use instead of exporting the weights.
@@ -10,12 +12,12 @@ installed. ``model`` names an ONNX graph to use instead of exporting the weights
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends import Backend
+from ..backends.auto import AutoChoice, auto_backend
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +59,14 @@ class BackendRequest:
             resolve_weights(self.weights)
 
 
-def tensorrt_usable() -> bool:
-    """A TensorRT flavour imports and a CUDA device is visible."""
-    from ..engine import TensorRTUnavailable, detect_tensorrt, list_devices
-
-    if not list_devices():  # cheap (the driver through ctypes): checked before importing TensorRT
-        return False
-    try:
-        detect_tensorrt()
-    except (TensorRTUnavailable, RuntimeError):
-        return False
-    return True
-
-
-def resolve_kind(request: BackendRequest) -> str:
-    """``auto`` -> ``trt``, ``ort`` or ``torch`` (see the module docstring); other kinds unchanged."""
+def resolve_kind(request: BackendRequest) -> AutoChoice:
+    """``auto`` -> :func:`~edge_derain.backends.auto.auto_backend`'s choice (TensorRT when an engine is
+    given); other kinds as asked."""
     if request.kind != "auto":
-        return request.kind
-    if request.engine or tensorrt_usable():
-        return "trt"
-    return "ort" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+        return AutoChoice(request.kind, f"backend={request.kind} was asked for")
+    if request.engine:
+        return AutoChoice("trt", f"an engine was given ({request.engine})")
+    return auto_backend()
 
 
 def exported_onnx(weights: str | None = None) -> tuple[Path, Path]:
@@ -115,7 +105,9 @@ def open_backend_for(request: BackendRequest, frame_size: tuple[int, int], max_b
     """Open the backend ``request`` asks for; ``frame_size`` (H, W) and ``max_batch`` (frames per call, e.g.
     the number of streams) size engines built on the fly."""
     request.validate()
-    kind = resolve_kind(request)
+    choice = resolve_kind(request)
+    kind = choice.kind
+    log.info("derain backend: %s (%s)", kind, choice.reason)
     if kind == "trt":
         from ..backends.trt_backend import TensorRTBackend
 
@@ -127,7 +119,7 @@ def open_backend_for(request: BackendRequest, frame_size: tuple[int, int], max_b
         from ..backends.ort_backend import OnnxRuntimeBackend
 
         model = Path(request.model) if request.model else exported_onnx(request.weights)[1]
-        return OnnxRuntimeBackend(model, providers="auto")
+        return OnnxRuntimeBackend(model, providers=list(choice.providers) or "auto")
     import torch
 
     from ..backends import TorchBackend
