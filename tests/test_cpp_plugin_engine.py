@@ -1,7 +1,7 @@
 """The C++ plugin library (plugins/, CMake) builds TensorRT-RTX engines on this CPU-only machine.
 
-``libedge_derain_plugins.so`` is compiled against the TensorRT headers named by ``TENSORRT_INCLUDE_DIR``
-(or ``TENSORRT_ROOT``, or the system locations CMake searches), loaded into the builder's plugin registry
+``libedge_derain_plugins.so`` is compiled against each TensorRT header set (``TENSORRT_INCLUDE_DIR``, else
+10.3.0 and 11.1 from ../shared/third_party/tensorrt-headers; see tests/plugin_build.py), loaded into the builder's plugin registry
 with ``IPluginRegistry.load_library`` - the Python plugin is not registered in that build - and an
 exported EfficientDeRain plugin graph is built into FP32 and FP16 engines.
 
@@ -13,16 +13,12 @@ Python plugin classes (``implementation == "library"``), and graphs with an inva
 invalid attention field are rejected with the C++ plugins' own wording, which the Python plugins do
 not use.
 
-The CMake build lives in pytest's cache directory, so only the first run compiles (about 10 s on two
-cores for one CUDA architecture); later runs rebuild only what changed.
+The CMake build lives in pytest's cache directory, shared with tests/test_plugins_build.py, so only the
+first run compiles (about 20 s per header set on two cores); later runs rebuild only what changed.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -34,56 +30,30 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from edge_derain.engine.builder import (PLUGIN_LIBRARY_NAME, OnnxParseError, ShapeProfile,  # noqa: E402
                                         build_engine)
 from edge_derain.engine.flavour import TensorRTUnavailable, detect_tensorrt  # noqa: E402
+from plugin_build import HEADER_SET_LABELS, build_plugins  # noqa: E402
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (2, 3, 512, 512))
-# Where CMake's find_path looks besides the variables (see plugins/CMakeLists.txt).
-_SYSTEM_INCLUDE_DIRS = ("/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include",
-                        "/usr/local/TensorRT/include")
+# Every test here builds engines with the C++ plugins, against each TensorRT header set (the first
+# compiles plugins/, about 20 s per set on two cores, unless pytest's cache already holds the build).
+pytestmark = pytest.mark.slow
 
 
-def tensorrt_include_dir() -> Path | None:
-    candidates = [os.environ.get("TENSORRT_INCLUDE_DIR")]
-    if os.environ.get("TENSORRT_ROOT"):
-        candidates.append(str(Path(os.environ["TENSORRT_ROOT"]) / "include"))
-    candidates += _SYSTEM_INCLUDE_DIRS
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "NvInferRuntime.h").is_file():
-            return Path(candidate)
-    return None
-
-
-def _requirements():
-    """The RTX flavour and the TensorRT include dir, or a skip that says what is missing."""
+def _rtx():
+    """The RTX flavour, or a skip: ahead-of-time builds without a GPU need TensorRT-RTX."""
     try:
         flavour = detect_tensorrt()
     except TensorRTUnavailable as exc:
         pytest.skip(str(exc))
     if not flavour.supports_targets:
         pytest.skip(f"{flavour.label} cannot build engines without a GPU; these tests need TensorRT-RTX")
-    include = tensorrt_include_dir()
-    if include is None:
-        pytest.skip("TensorRT headers not found: set TENSORRT_INCLUDE_DIR to a TensorRT include/ directory "
-                    "(with NvInferRuntime.h) to build the C++ plugin library")
-    for tool in ("cmake", "nvcc"):
-        if shutil.which(tool) is None and not (tool == "nvcc" and os.environ.get("CUDACXX")):
-            pytest.skip(f"{tool} is not on PATH; it is needed to build plugins/")
-    return flavour, include
+    return flavour
 
 
-@pytest.fixture(scope="module")
-def plugin_library(pytestconfig) -> Path:
-    _, include = _requirements()
-    # One build directory per checkout and header set: CMake refuses a cache made for other sources.
-    key = hashlib.sha256(f"{PLUGINS}\0{include}".encode()).hexdigest()[:12]
-    build = pytestconfig.cache.mkdir(f"edge_derain_cpp_plugins_{key}")
-    configure = ["cmake", "-S", str(PLUGINS), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                 "-DCMAKE_CUDA_ARCHITECTURES=86", f"-DTENSORRT_INCLUDE_DIR={include}"]
-    compile_ = ["cmake", "--build", str(build), "--target", "edge_derain_plugins", "-j2"]
-    for command in (configure, compile_):
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"{' '.join(command)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    library = build / PLUGIN_LIBRARY_NAME
+@pytest.fixture(scope="module", params=HEADER_SET_LABELS)
+def plugin_library(request, pytestconfig) -> Path:
+    """libedge_derain_plugins.so compiled against each TensorRT header set (10.3 = JetPack 6, 11.x)."""
+    _rtx()
+    library = build_plugins(pytestconfig.cache, request.param) / PLUGIN_LIBRARY_NAME
     assert library.is_file()
     return library
 
@@ -223,3 +193,27 @@ def test_invalid_attention_is_rejected_in_the_cpp_plugins_words(plugin_library, 
     log_text = log_path.read_text()
     assert f"TransposedAttention plugin: {message}" in log_text  # plugins/trt/TransposedAttentionPlugin.cpp
     assert python_wording not in log_text  # edge_derain/engine/python_plugins.py's wording
+
+
+def test_engine_cache_keys_on_the_plugin_implementation_it_builds_with(plugin_library, efderain_plugin_graph,
+                                                                        tmp_path, monkeypatch):
+    """The cache builds with the library its key names (and the Python plugin when it names that)."""
+    import hashlib
+
+    from edge_derain.engine import cache as cache_mod
+
+    flavour = _rtx()
+    cache = cache_mod.EngineCache(tmp_path)
+    monkeypatch.setenv("EDGE_DERAIN_PLUGIN_LIB", str(plugin_library))
+    native = cache.get_or_build(efderain_plugin_graph, "fp32", PROFILE, "sm86", flavour=flavour)
+    assert native.key.plugin_implementation == "library"
+    assert native.key.plugin_hash == hashlib.sha256(plugin_library.read_bytes()).hexdigest()
+    assert [p["implementation"] for p in native.sidecar["plugins"]] == ["library"]
+    assert native.sidecar["plugin_library"] == str(plugin_library.resolve())
+
+    monkeypatch.delenv("EDGE_DERAIN_PLUGIN_LIB")
+    monkeypatch.setattr(cache_mod, "find_plugin_library", lambda: None)  # ignore a checkout's build/plugins
+    python = cache.get_or_build(efderain_plugin_graph, "fp32", PROFILE, "sm86", flavour=flavour)
+    assert python.built and python.engine_path != native.engine_path
+    assert python.key.plugin_implementation == "python"
+    assert [p["implementation"] for p in python.sidecar["plugins"]] == ["python"]

@@ -1,16 +1,15 @@
 """Build checks for plugins/: the CUDA kernels compile for the Jetson and desktop architectures, the C
 API library builds (nvcc and CMake), loads and rejects bad calls without a GPU, its host path (the
 kernel's own per-pixel code run on the CPU) matches the reference operator, and the TensorRT plugin
-library builds and passes its host-only check program when TensorRT headers are available.
+library builds and passes its host-only check program against each TensorRT header set (10.3 of
+JetPack 6 and 11.x; tests/plugin_build.py finds them and fails when there are none).
 
 Nothing here needs a GPU; benchmarks/gpu_check.py covers the device side.
 """
 from __future__ import annotations
 
 import ctypes
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 
 from edge_derain.engine import kernel_lib
 from edge_derain.ops import dilation_filter_reference, transposed_attention
+from plugin_build import HEADER_SET_LABELS, build_plugins, header_version, include_dir
 
 CUDA_ERROR_INVALID_VALUE = 1
 # One architecture per compile keeps this file fast; sm_87 is Jetson Orin (JetPack 6).
@@ -251,43 +251,26 @@ def test_attention_launch_wrapper_raises_one_line_error(lib):
                                                1, "topk", [2], 1e-12, FAKE, 1 << 20, None, lib=lib)
 
 
-@pytest.fixture(scope="module")
-def cmake_build(tmp_path_factory):
-    """plugins/ configured with CMake for one architecture (TensorRT headers from the environment)."""
-    _nvcc()
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        pytest.skip("cmake not found")
-    build = tmp_path_factory.mktemp("cmake_plugins")
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    result = subprocess.run([cmake, "-S", str(kernel_lib.plugin_source_dir()), "-B", str(build), *generator,
-                             f"-DCMAKE_CUDA_ARCHITECTURES={TEST_ARCH}"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return cmake, build
+@pytest.fixture(scope="module", params=HEADER_SET_LABELS)
+def plugin_build(request, pytestconfig):
+    """(header set, build dir): the whole plugins/ CMake build against each TensorRT header set."""
+    return request.param, build_plugins(pytestconfig.cache, request.param)
 
 
-def _cmake_build(cmake_build, *targets):
-    cmake, build = cmake_build
-    result = subprocess.run([cmake, "--build", str(build), "-j", "2", "--target", *targets],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return build
-
-
-def test_cmake_builds_kernel_library(cmake_build):
-    build = _cmake_build(cmake_build, "edge_derain_kernels")
+def test_cmake_builds_kernel_library(plugin_build):
+    _, build = plugin_build
     lib = kernel_lib.load_kernel_library(build / kernel_lib.LIBRARY_NAME)
     assert lib.edr_kernels_version().decode() == kernel_lib.kernels_version()
 
 
-def test_trt_plugin_builds_and_passes_host_check(cmake_build):
-    include = os.environ.get("TENSORRT_INCLUDE_DIR")
-    if not include:
-        pytest.skip("TensorRT headers not available (set TENSORRT_INCLUDE_DIR)")
-    build = _cmake_build(cmake_build, "edge_derain_plugins", "edge_derain_plugin_check")
+def test_trt_plugin_builds_and_passes_host_check(plugin_build):
+    label, build = plugin_build
+    cache = (build / "CMakeCache.txt").read_text()
+    assert f"TENSORRT_INCLUDE_DIR:PATH={include_dir(label)}" in cache  # built against this header set
     plugin = ctypes.CDLL(str(build / "libedge_derain_plugins.so"))  # links no TensorRT library: loads here
     for symbol in ("getCreators", "getPluginCreators", "setLoggerFinder", "edr_dilation_filter"):
         assert hasattr(plugin, symbol), symbol
     result = subprocess.run([str(build / "edge_derain_plugin_check")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"(\d+) of \1 checks passed", result.stdout)
+    assert f"TensorRT headers {header_version(include_dir(label))}\n" in result.stdout

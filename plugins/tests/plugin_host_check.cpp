@@ -4,6 +4,7 @@
 // IExprBuilder is stood in for by a small constant-folding builder. Exit status 0 when every check
 // passes; tests/test_plugins_build.py builds and runs it.
 #include "NvInferRuntime.h"
+#include "NvInferVersion.h"
 
 #include <cstdint>
 #include <cstdio>
@@ -677,6 +678,8 @@ int main() {
         checkAttentionCreator(attention, finder.logger);
         checkAttentionPlugin(attention, finder.logger);
     }
+    // Which header set this build used: CI compiles against TensorRT 10.3 (JetPack 6) and 11.x.
+    std::printf("TensorRT headers %d.%d.%d\n", NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR, NV_TENSORRT_PATCH);
     std::printf("plugin host check: %d of %d checks passed\n", gChecks - gFailures, gChecks);
     return gFailures == 0 ? 0 : 1;
 }
