@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up edge_derain on a fresh Debian 12 / Ubuntu / JetPack machine: system packages, a virtualenv in
+# Set up edge_derain on a fresh Debian 12 / Ubuntu / JetPack 6 machine: system packages, a virtualenv in
 # .venv, PyTorch, and the package (editable, so plugins/ sources stay next to it).
 #   bash install.sh        # run the tool (demo, train, export, build, pipelines)
 #   bash install.sh dev    # plus the test dependencies
@@ -7,9 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 MODE=${1:-user}
 VENV=${EDGE_DERAIN_VENV:-.venv}
-TORCH_SPEC=${EDGE_DERAIN_TORCH:-torch==2.13.0}
 
 log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
+
+# What this machine needs, decided by edge_derain/install_plan.py (tested on faked machines): on a Jetson
+# a virtualenv with the system site packages (JetPack's tensorrt, gi, PyTorch) and no TensorRT-RTX; on
+# x86_64 the TensorRT-RTX build of the driver's CUDA; cuda-python of the driver's CUDA major everywhere.
+PLAN=$(python3 -m edge_derain.install_plan --torch "${EDGE_DERAIN_TORCH:-}") || exit 1
+eval "$PLAN"
 
 # GStreamer and PyGObject are not on PyPI for Linux: take them from the distribution (Jetson images
 # already carry nvarguscamerasrc/nvvidconv in the same system GStreamer).
@@ -27,18 +32,21 @@ if [ -n "$missing" ] && command -v apt-get >/dev/null; then
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
-  log "creating virtualenv $VENV"
-  python3 -m venv "$VENV"
+  log "creating virtualenv $VENV $PLAN_VENV_ARGS"
+  python3 -m venv $PLAN_VENV_ARGS "$VENV"
+elif [ "$PLAN_JETSON" = 1 ] && ! grep -q "include-system-site-packages = true" "$VENV/pyvenv.cfg"; then
+  echo "install: $VENV cannot see JetPack's tensorrt and PyTorch; remove it (rm -rf $VENV) and run install.sh again" >&2
+  exit 1
 fi
 PY="$VENV/bin/python"
 "$PY" -m pip install -q --upgrade pip
 
 # torch first and pinned: on the project's CPU machines this version is a local CPU wheel, while an
-# unpinned resolve would pull a multi-GB CUDA build. Jetson users install NVIDIA's JetPack torch wheel
-# beforehand and set EDGE_DERAIN_TORCH to it (or to "torch" to keep what is installed).
+# unpinned resolve would pull a multi-GB CUDA build. On a Jetson the virtualenv sees JetPack's torch
+# (NVIDIA's wheel, installed beforehand) and PLAN_TORCH is empty; EDGE_DERAIN_TORCH overrides both.
 if ! "$PY" -c "import torch" 2>/dev/null; then
-  log "installing $TORCH_SPEC"
-  "$PY" -m pip install -q "$TORCH_SPEC"
+  log "installing $PLAN_TORCH"
+  "$PY" -m pip install -q "$PLAN_TORCH"
 fi
 
 # OpenCV 5 keeps the HOG people detector (our offline default detector) in the contrib build, which
@@ -48,14 +56,16 @@ if "$PY" -m pip show -q opencv-python-headless >/dev/null 2>&1 || "$PY" -m pip s
   "$PY" -m pip uninstall -q -y opencv-python-headless opencv-python opencv-contrib-python-headless || true
 fi
 
-EXTRAS="onnx,trt,fleet"
+# The trt extra's TensorRT-RTX and cuda-python come from the plan instead (matching the driver).
+EXTRAS="onnx,fleet"
 [ "$MODE" = "dev" ] && EXTRAS="$EXTRAS,dev"
-log "installing edge_derain[$EXTRAS]"
-"$PY" -m pip install -q -e ".[$EXTRAS]"
+log "installing edge_derain[$EXTRAS] $PLAN_PACKAGES"
+"$PY" -m pip install -q -e ".[$EXTRAS]" $PLAN_PACKAGES
 
 # Debian's PyGObject (gi) into the venv: its compiled module matches when the Python minor versions do.
+# (A Jetson's virtualenv sees it through the system site packages.)
 SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-if [ -d /usr/lib/python3/dist-packages/gi ] && [ ! -e "$SITE/gi" ]; then
+if [ "$PLAN_EXPOSE_GI" = 1 ] && [ -d /usr/lib/python3/dist-packages/gi ] && [ ! -e "$SITE/gi" ]; then
   log "exposing the system's gi (PyGObject) to $VENV"
   ln -s /usr/lib/python3/dist-packages/gi "$SITE/gi"
 fi
