@@ -2,11 +2,12 @@
 attention computed by PyTorch (``edge_derain.ops.transposed_attention``, cuBLAS GEMMs) and by our CUDA
 kernels (the code the TensorRT plugins run), and how far the two outputs differ.
 
-    python benchmarks/gpu_models.py --out gpu_models.json [--res 720x1280] [--models elf_lw ddsa]
+    python benchmarks/gpu_models.py [--res 720x1280] [--models elf_lw ddsa]
 
 This is what the attention plugin buys a whole network before TensorRT fuses the rest; engines need
 TensorRT on the GPU machine. Needs an NVIDIA GPU visible to torch and nvcc (or --lib). Without a CUDA
-GPU it prints "no CUDA GPU" and exits 0.
+GPU it prints "no CUDA GPU" and exits 0. Writes ``benchmarks/results/gpu_models.json`` and the
+``gpu_models`` table of ``BENCHMARKS.md``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # runnable from a checkout without `pip install -e .`
 
-from gpu_check import time_cuda_ms  # noqa: E402  (same folder)
+from gpu_check import time_cuda_ms  # noqa: E402  (same folder; puts the folder on sys.path for reporting)
 
 # Where the models look the operator up (each imports it by name).
 ATTENTION_CALL_SITES = ("edge_derain.models.blocks", "edge_derain.models.elf", "edge_derain.models.ddsa")
@@ -97,15 +98,36 @@ def run(models: Sequence[str], resolutions: Sequence[tuple[int, int]], lib, warm
     return rows
 
 
+def markdown(results: dict) -> str:
+    from reporting import markdown_table
+
+    rows = [[f"`{r['model']}`", r["weights"], r["dtype"], r["res"], f"{r['torch_ms']:.1f}", f"{r['kernel_ms']:.1f}",
+             f"{r['speedup']:.2f}", f"{r['max_abs_diff']:.1e}"] if "torch_ms" in r else
+            [f"`{r['model']}`", r["weights"], r["dtype"], r["res"], r.get("status", "—"), "—", "—", "—"]
+            for r in results["rows"]]
+    return (f"`python benchmarks/gpu_models.py --res {' '.join(sorted({r['res'] for r in results['rows']}))}` "
+            f"([JSON](benchmarks/results/gpu_models.json)), {results.get('date', '?')}, {results['device']}, "
+            f"torch {results['torch']}, kernels {results['kernels_version']}; medians of {results['iters']} calls "
+            f"after {results['warmup']} warm-ups.\n\n"
+            + markdown_table(["model", "weights", "dtype", "input", "PyTorch attention ms", "our kernels ms",
+                              "speedup", "max abs diff"], rows))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from reporting import add_output_options, environment, load_results, publish
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    add_output_options(parser, "gpu_models")
     parser.add_argument("--lib", type=Path, help="use this built libedge_derain_kernels.so instead of compiling")
     parser.add_argument("--models", nargs="+", default=["elf_lw", "elf", "ddsa"])
     parser.add_argument("--res", nargs="+", default=["720x1280"], help="HxW input sizes")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)
     args = parser.parse_args(argv)
+    if args.render:
+        results = load_results(args.out)
+        publish("gpu_models", args.out, results, markdown(results), rendered_only=True)
+        return 0
 
     import torch
 
@@ -114,17 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from edge_derain.engine import kernel_lib
-    from edge_derain.utils import atomic_write_json
 
     lib = kernel_lib.load_kernel_library(args.lib)
     resolutions = [tuple(int(v) for v in r.lower().split("x")) for r in args.res]
     rows = run(args.models, resolutions, lib, args.warmup, args.iters)
     props = torch.cuda.get_device_properties(0)
-    if args.out is not None:
-        atomic_write_json(args.out, {"device": props.name, "torch": torch.__version__,
-                                     "kernels_version": lib.edr_kernels_version().decode(),
-                                     "warmup": args.warmup, "iters": args.iters, "rows": rows})
-        print(f"wrote {args.out}")
+    results = {"device": props.name, "torch": torch.__version__, "kernels_version": lib.edr_kernels_version().decode(),
+               "date": environment()["date"], "warmup": args.warmup, "iters": args.iters, "rows": rows}
+    publish("gpu_models", args.out, results, markdown(results))
     return 0
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from edge_derain.losses import CharbonnierSSIMLoss, build_loss
-from edge_derain.models import conv_macs, create_model, get_entry, parameter_count
+from edge_derain.models import conv_macs, create_model, get_entry, parameter_count, thop_parameter_count
 from edge_derain.models.blocks import (MDTA, LayerNorm2d, ShuffleUpConv, half_resolution, shuffle_up,
                                        shuffle_up_permutation)
 from edge_derain.models.elf import quadrant_stack
@@ -76,20 +76,13 @@ def test_half_resolution_is_bilinear_and_quadrants_tile():
 
 # ------------------------------------------------------------------------------------------ model sizes
 
-def _thop_style(model) -> int:
-    """Parameters without LayerNorm γ/β and attention τ (thop ignores those, MODELS_SPEC Appendix A)."""
-    skipped = sum(p.numel() for m in model.modules() if isinstance(m, LayerNorm2d) for p in m.parameters())
-    skipped += sum(p.numel() for name, p in model.named_parameters() if name.endswith("temperature"))
-    return parameter_count(model) - skipped
-
-
 @pytest.mark.parametrize("name, total, thop", [("elf", 1_536_785, 1_532_131), ("elf_lw", 568_308, 566_500),
                                                ("danet_plus", 2_943_138, 2_943_138),
                                                ("danet", 1_661_978, 1_661_978)])
 def test_parameter_counts_match_spec(name, total, thop):
     model = create_model(name)
     assert parameter_count(model) == total
-    assert _thop_style(model) == thop
+    assert thop_parameter_count(model) == thop
     assert get_entry(name).default_loss == "two_stage"
 
 

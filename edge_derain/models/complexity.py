@@ -13,6 +13,15 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def thop_parameter_count(model: nn.Module) -> int:
+    """Parameters as thop counts them (the papers' figures): without LayerNorm γ/β and attention τ."""
+    from .blocks import LayerNorm2d
+
+    skipped = sum(p.numel() for m in model.modules() if isinstance(m, LayerNorm2d) for p in m.parameters())
+    skipped += sum(p.numel() for name, p in model.named_parameters() if name.endswith("temperature"))
+    return parameter_count(model) - skipped
+
+
 @torch.no_grad()
 def conv_macs(model: nn.Module, height: int = 512, width: int = 512) -> int:
     """Multiply-accumulates of every Conv2d/Linear in one forward pass on a 1x3xHxW input."""

@@ -23,6 +23,8 @@ Configurations (§5.2):
   stage, 2 ECAB per decoder stage), the closest in MACs: 1,661,978 parameters (+7.4 % over the paper) and
   49.27 G.
 
+Sizes measured by ``benchmarks/model_complexity.py`` (``benchmarks/results/model_complexity.json``).
+
 Other resolved points:
 
 * ALM [DISAGREE → default]: the code's single conv + sigmoid mask, strided-conv embedding, ``+ y``

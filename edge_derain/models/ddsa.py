@@ -26,8 +26,9 @@ Choices the paper leaves open, all [UNKNOWN → default] (spec §4.2, §4.5):
   last group passes through); GELU; CBAM spatial gate (7x7 conv with bias = BatchNorm folded); 1x1 conv
   3w→C.
 
-The default model has 20,879,336 parameters and 98.98 conv GMACs at 256x256 (≈ 396 at 512x512): the
-20.88 M and 99.0 G spec §4.2 verified for this reconstruction (the paper reports none). Loss: L1 (spec §4.3).
+The default model has 20,879,336 parameters and 98.98 conv GMACs at 256x256 (≈ 396 at 512x512;
+``benchmarks/model_complexity.py``): the 20.88 M and 99.0 G spec §4.2 verified for this reconstruction (the
+paper reports none). Loss: L1 (spec §4.3).
 """
 from __future__ import annotations
 

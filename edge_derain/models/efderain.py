@@ -7,7 +7,8 @@ and a 3x3 conv fuses the 12 filtered planes into the derained image. No residual
 inside the network (spec §1.4, §7.1).
 
 ``width`` scales every KPN channel count (64-128-256-512-512 at 1.0, the paper's 27,395,406-parameter
-model); the 27-channel kernel head is fixed by the filter. Smaller widths trade PSNR for real-time
+model; sizes of every width in ``benchmarks/results/model_complexity.json``, from
+``benchmarks/model_complexity.py``); the 27-channel kernel head is fixed by the filter. Smaller widths trade PSNR for real-time
 speed on embedded GPUs. Input sizes must be multiples of 16 (four 2x2 average pools);
 ``DerainNet.forward`` reflect-pads other sizes — the official test script resizes instead (§7.1),
 which we avoid for deployment.

@@ -18,7 +18,7 @@ Defaults and resolved spec points:
 * Topology = the repository's ``ALformer3.py`` (RTB of 10 blocks, 48 channels; LW: 5 blocks, 32 channels),
   the variant that reproduces the paper's size: 1,536,785 parameters (1,532,131 thop-style, i.e. without
   LayerNorm γ/β and attention τ) and 66.13 conv GMACs at 512² (paper: 1.532 M, 66.39 G); ELF-LW 568,308 /
-  566,500 and 21.35 G (§3.2).
+  566,500 and 21.35 G (§3.2). Measured by ``benchmarks/model_complexity.py``.
 * GDFN activation [DISAGREE → default]: PReLU for ELF, GELU for ELF-LW, as in the released files (§3.8).
 * RTB heads 2 (LW: 1), the two extra single RBs 1 head, MAM 4 heads (§3.4, §3.8).
 * ``shuffle_up`` is implemented as conv + PixelShuffle with the conv's output channels stored in

@@ -24,7 +24,7 @@ Spec choices, all [UNKNOWN → default] unless noted:
   convs are 3x3 with dilation 3, 5, 7; the output to the decoder is ``F_E * M_att`` (ECNet's gate).
 * Activations are ReLU (spec §6.2; ECNet's code can also run LeakyReLU 0.2).
 * The default model has 2,818,852 parameters (spec §6.2 [VERIFIED for our reconstruction]; the thesis
-  reports 2.883 M).
+  reports 2.883 M; ``benchmarks/model_complexity.py``).
 
 Losses (spec §6.3, :class:`RECANetLoss`): ``λ_image·(1 − SSIM) + λ_embed·L1(Z_ideal, Z) + λ_att·Σ MSE(M_i,
 mask_i)`` with λ = 1, 0.02, 0.1. ``Z_ideal`` is the bottleneck of a frozen, separately pre-trained
@@ -223,7 +223,8 @@ class RECANet(DerainNet):
 
 class RainAutoencoder(nn.Module):
     """ECNet's rain-to-rain autoencoder: the RECA-Net encoder without CA on a 3-channel rain layer, and a
-    decoder of Up + RB (projection shortcut) stages without skips (2,026,211 parameters at n1 = 32).
+    decoder of Up + RB (projection shortcut) stages without skips (2,026,211 parameters at n1 = 32, pinned by
+    ``tests/test_models_ddsa_reca.py``).
 
     Train it beforehand on ground-truth rain layers (:func:`rain_layer`) with ``MSE(ae(R), R)``; its
     bottleneck :meth:`embed` is the target of RECA-Net's embedding-consistency loss.

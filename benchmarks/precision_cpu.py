@@ -1,0 +1,160 @@
+"""INT8 and FP16 accuracy drop of the shipped default model, on ONNX Runtime (CPU), through the documented
+workflow of calibration/README.md.
+
+    OMP_NUM_THREADS=1 python benchmarks/precision_cpu.py --data ../shared/data
+
+Runs the ``edge-derain`` commands a user runs, in a scratch folder, and gathers what they write:
+
+1. ``edge-derain export``; ``edge-derain calibrate collect --data DATA`` (the default recipe);
+2. ``edge-derain calibrate`` with each method (minmax, percentile, entropy): the held-out split's FP32
+   PSNR-Y and its INT8 and FP16 drops, from each ``*.calibration.json``;
+3. ``edge-derain calibrate --max-drop-db 0.3``: how much of the conv MACs the budget keeps in INT8;
+4. ``edge-derain eval --precisions fp32,fp16,int8 --backend ort`` on ``DATA/val``;
+5. ONNX Runtime's entropy calibrator at 2048 histogram bins (``quantize_static`` always uses its default
+   128, so this step calls the calibrator directly, puts the resulting scales on the graph with
+   ``edge_derain.quant.qdq.insert_qdq`` and measures the same held-out drop).
+
+Writes ``benchmarks/results/precision_cpu.json`` and the ``precision_cpu`` table of ``BENCHMARKS.md``;
+``calibration/README.md`` and ``edge_derain/quant/qdq.py`` quote it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from reporting import ROOT, add_output_options, describe_machine, environment, load_results, markdown_table, publish
+
+NAME = "precision_cpu"
+METHODS = ("minmax", "percentile", "entropy")
+BUDGET_DB = 0.3
+ENTROPY_BINS = 2048
+
+
+def edge_derain(*args: str) -> None:
+    """Run one ``edge-derain`` command (as ``python -m edge_derain``), failing loudly."""
+    command = [sys.executable, "-m", "edge_derain", *args]
+    print("$ edge-derain " + " ".join(args), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
+def entropy_at_bins(plugin_onnx: Path, calib_dir: Path, bins: int, work: Path) -> dict:
+    """Held-out drops with activation ranges from ORT's entropy calibrator at ``bins`` histogram bins."""
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    from edge_derain.quant.calibration_set import CalibrationSet
+    from edge_derain.quant.qdq import QMAX, QuantTable, graph_input, holdout_drops, insert_qdq, quantizable_convs
+    from edge_derain.quant.qdq import resolve_graphs
+
+    _, portable_path = resolve_graphs(plugin_onnx)
+    portable = onnx.load(str(portable_path))
+    convs = quantizable_convs(portable)
+    conv_inputs = {node.input[0] for node in portable.graph.node if node.name in convs}
+    calib_set = CalibrationSet.load(calib_dir)
+    input_name = graph_input(portable).name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.frames = iter(calib_set.inputs("calib"))
+
+        def get_next(self):
+            frame = next(self.frames, None)
+            return None if frame is None else {input_name: frame}
+
+    calibrator = create_calibrator(str(portable_path), ["Conv"], augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"num_bins": bins, "symmetric": True})
+    calibrator.collect_data(Reader())
+    ranges = calibrator.compute_data()
+    scales = {}
+    for tensor in conv_inputs:
+        low, high = (float(np.asarray(v).max()) for v in ranges[tensor].range_value)
+        scales[tensor] = max(abs(low), abs(high)) / QMAX
+    table = QuantTable(scales, {}, f"onnxruntime EntropyCalibrater, {bins} bins")
+    quantized = insert_qdq(portable, table, convs)
+    return holdout_drops(portable, quantized, calib_set.holdout_pairs())
+
+
+def measure(data: Path) -> dict:
+    with tempfile.TemporaryDirectory(prefix="edge_derain_precision_") as scratch:
+        work = Path(scratch)
+        onnx_path, calib = work / "efderain.onnx", work / "calib"
+        edge_derain("export", "--out", str(work / "efderain"))
+        edge_derain("calibrate", "collect", "--data", str(data), "--out", str(calib))
+        methods = {}
+        for method in METHODS:
+            out = work / f"efderain.int8.{method}"
+            edge_derain("calibrate", "--onnx", str(onnx_path), "--calib", str(calib), "--method", method,
+                        "--out", str(out))
+            methods[method] = json.loads(out.with_name(out.name + ".calibration.json").read_text())["holdout"]
+        budget_out = work / "efderain.int8.budget"
+        edge_derain("calibrate", "--onnx", str(onnx_path), "--calib", str(calib), "--max-drop-db", str(BUDGET_DB),
+                    "--out", str(budget_out))
+        budget = json.loads(budget_out.with_name(budget_out.name + ".calibration.json").read_text())
+        edge_derain("eval", "--precisions", "fp32,fp16,int8", "--backend", "ort", "--onnx", str(onnx_path),
+                    "--int8", str(work / "efderain.int8.minmax.onnx"), "--data", str(data / "val"),
+                    "--out", str(work / "eval"))
+        report = json.loads((work / "eval" / "precision_report.json").read_text())
+        print(f"entropy calibration at {ENTROPY_BINS} bins (ORT calibrator API)", flush=True)
+        entropy_bins = entropy_at_bins(onnx_path, calib, ENTROPY_BINS, work)
+        manifest = json.loads((calib / "manifest.json").read_text())
+    return {
+        "model": report.get("model") or budget.get("model"),
+        "calibration_set": {"origin": manifest.get("origin"),
+                            "frames": {split: sum(f["split"] == split for f in manifest["frames"])
+                                       for split in ("calib", "holdout")}},
+        "holdout_by_method": methods,
+        "holdout_entropy_bins": {"bins": ENTROPY_BINS, **entropy_bins},
+        "budget": {"max_drop_db": BUDGET_DB, "int8_convs": len(budget["int8_convs"]),
+                   "quantizable_convs": budget["quantizable_convs"], "int8_coverage": budget["int8_coverage"]},
+        "val": {"count": report["count"], "data": report["data"],
+                **{p: {"psnr_y": e["mean"]["psnr_y"], "drop_psnr_y": e["drop"]["psnr_y"], "measured": e.get("measured")}
+                   for p, e in report["precisions"].items()}},
+        "environment": environment(),
+    }
+
+
+def markdown(results: dict) -> str:
+    rows = []
+    for method, h in results["holdout_by_method"].items():
+        rows.append([f"held-out split of the calibration set ({h['count']} crops), `--method {method}`",
+                     f"{h['fp32_psnr_y']:.2f} dB", f"{h['int8_drop_db']:+.3f} dB", f"{h['fp16_drop_db']:+.3f} dB"])
+    e = results["holdout_entropy_bins"]
+    rows.append([f"same split, entropy at {e['bins']} histogram bins (ORT calibrator API)",
+                 f"{e['fp32_psnr_y']:.2f} dB", f"{e['int8_drop_db']:+.3f} dB", "—"])
+    v = results["val"]
+    rows.append([f"`val/` ({v['count']} pairs, `edge-derain eval --precisions fp32,fp16,int8 --backend ort`)",
+                 f"{v['fp32']['psnr_y']:.2f} dB", f"{v['int8']['drop_psnr_y']:+.3f} dB",
+                 f"{v['fp16']['drop_psnr_y']:+.3f} dB"])
+    b = results["budget"]
+    return (f"`python benchmarks/precision_cpu.py --data ../shared/data` "
+            f"([JSON](benchmarks/results/precision_cpu.json)): `{results['model']}`, {describe_machine(results['environment'])}. "
+            f"Drop = FP32 minus the precision (positive = worse).\n\n"
+            + markdown_table(["set", "FP32 PSNR-Y", "INT8 drop", "FP16 drop"], rows)
+            + f"\n\n`--max-drop-db {b['max_drop_db']}` keeps {b['int8_convs']} of {b['quantizable_convs']} convs in INT8 "
+              f"({100 * b['int8_coverage']:.0f} % of conv MACs).")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="data directory (../shared/data layout)")
+    add_output_options(parser, NAME)
+    args = parser.parse_args(argv)
+    if args.render:
+        results = load_results(args.out)
+    elif args.data is None:
+        parser.error("--data DIR is required (the data directory, e.g. ../shared/data)")
+    else:
+        results = measure(args.data.resolve())
+    publish(NAME, args.out, results, markdown(results), rendered_only=args.render)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
