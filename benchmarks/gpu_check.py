@@ -10,8 +10,8 @@ machine without a CUDA GPU it prints "no CUDA GPU" and exits 0. Exit status 1 wh
 Writes ``benchmarks/results/gpu_check.json`` (parts not run this time are kept from the previous file
 of the same device and kernel sources) and renders the ``gpu_check_*`` tables of ``BENCHMARKS.md``.
 
-Each entry of CHECKS is one operator: it returns a list of result rows (one per case) that the table
-and the JSON report share. Two more parts (``gpu_profile.py``) need the CUDA toolkit's tools:
+Each entry of CHECKS is one operator, or the engine path: it returns a list of result rows (one per case)
+that the table and the JSON report share. Two more parts (``gpu_profile.py``) need the CUDA toolkit's tools:
 ``sanitizer`` (compute-sanitizer memcheck over both operators) and ``nsight`` (Nsight Compute time,
 occupancy, registers and throughput of each attention stage).
 
@@ -21,6 +21,9 @@ occupancy, registers and throughput of each attention stage).
   Gram and apply GEMMs, FP32 math) for numerics and time, and vs the spec §2.5 decomposed chain
   (``transposed_attention_reference``: normalise, MatMul, TopK masks, Softmax, MatMul) for time; at the
   head sizes the models use (C_h 8-96) up to 1080p/2 (540x960), all four modes.
+* engine: the shipped models built into fp32/fp16 TensorRT engines for this GPU, run by the TensorRT
+  backend, compared with and timed against PyTorch (``gpu_engines.py``; no engine has run yet: it needs
+  a TensorRT that can build for the GPU, and says why in its row where there is none).
 """
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # runnable from a checkout without `pip install -e .`
 if str(REPO_ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))  # its siblings (reporting, gpu_profile), also when imported
+
+import gpu_engines  # noqa: E402
 
 DILATIONS = (1, 2, 3, 4)
 # (N, C, H, W), dilations: odd sizes for the bounds checks, 720p/1080p at batch 1 and 4 for speed.
@@ -279,7 +284,8 @@ def transposed_attention_check(ctx: Context) -> list[dict]:
     return rows
 
 
-CHECKS = [Check("dilation_filter", dilation_filter_check), Check("transposed_attention", transposed_attention_check)]
+CHECKS = [Check("dilation_filter", dilation_filter_check), Check("transposed_attention", transposed_attention_check),
+          Check("engine", lambda ctx: gpu_engines.engine_check(ctx.warmup, ctx.iters))]
 
 COLUMNS = (  # (row key, header, format)
     ("case", "case", "{}"), ("dtype", "dtype", "{}"), ("status", "status", "{}"), ("rel_err", "rel err", "{:.2e}"),
@@ -349,6 +355,16 @@ def markdown_sections(report: dict) -> dict[str, str]:
             f"medians of {report['iters']} calls after {report['warmup']} warm-ups.\n\n"
             + markdown_table(["case (N×heads×C_h×H×W, mode)", "dtype", "status", "rel err", "kernel ms", "torch ms",
                               "× torch", "chain ms", "× chain", "GB/s"], rows))
+    if "engine" in checks:
+        rows = [[r["case"], r["dtype"], r["status"], r.get("tensorrt", "—"), r.get("typing") or "—",
+                 _fmt(r.get("max_abs_err"), ".1e"), _fmt(r.get("min_psnr_db"), ".1f"), _fmt(r.get("kernel_ms"), ".2f"),
+                 _fmt(r.get("torch_ms"), ".2f"), _fmt(r.get("speedup"), ".1f")] for r in checks["engine"]]
+        sections["gpu_check_engine"] = (
+            f"`python benchmarks/gpu_check.py --only engine` ([JSON](benchmarks/results/gpu_check.json)), "
+            f"{dates.get('engine', '?')}, {head}; engine vs PyTorch on the same GPU, medians of {report['iters']} "
+            f"calls at 720p, host copies included.\n\n"
+            + markdown_table(["model", "precision", "status", "TensorRT", "typing", "max abs err", "min PSNR dB",
+                              "engine ms", "torch ms", "× torch"], rows))
     nsight = report.get("nsight")
     if nsight and "rows" in nsight:
         def profile(stage: dict | None) -> str:
@@ -422,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--case", dest="cases", type=parse_case, action="append",
                         help="NxCxHxW[:d1,d2,...] dilation-filter case to run instead of the defaults (repeatable)")
     parser.add_argument("--only", choices=PARTS, action="append",
-                        help="run only this part (repeatable); default: the two operator checks, then "
+                        help="run only this part (repeatable); default: the two operator checks, the engine path, then "
                              "compute-sanitizer memcheck and Nsight Compute stage times where those tools exist")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=50)
