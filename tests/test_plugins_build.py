@@ -257,12 +257,14 @@ def plugin_build(request, pytestconfig):
     return request.param, build_plugins(pytestconfig.cache, request.param)
 
 
+@pytest.mark.slow  # the first run compiles plugins/ per header set (~20-50 s on two cores)
 def test_cmake_builds_kernel_library(plugin_build):
     _, build = plugin_build
     lib = kernel_lib.load_kernel_library(build / kernel_lib.LIBRARY_NAME)
     assert lib.edr_kernels_version().decode() == kernel_lib.kernels_version()
 
 
+@pytest.mark.slow
 def test_trt_plugin_builds_and_passes_host_check(plugin_build):
     label, build = plugin_build
     cache = (build / "CMakeCache.txt").read_text()
