@@ -1,4 +1,4 @@
-"""GStreamer camera pipelines: the ``derain``, ``detect`` and ``rainrender`` elements, per-frame stats,
+"""GStreamer camera pipelines: the ``derain``, ``detect``, ``rainrender`` and ``caption`` elements, per-frame stats,
 rain-aware gating, the pipeline composer and its runner.
 
 Nothing here imports ``gi`` at import time. :func:`require_gst` imports and initialises GStreamer (with a
@@ -61,7 +61,7 @@ def require_gst():
 
 
 def register_elements() -> None:
-    """Make ``derain``, ``detect`` and ``rainrender`` available to ``Gst.parse_launch`` in this process."""
+    """Make ``derain``, ``detect``, ``rainrender`` and ``caption`` available to ``Gst.parse_launch`` in this process."""
     require_gst()
     from .elements import register
 

@@ -1,6 +1,6 @@
-"""The GStreamer elements: ``derain``, ``detect`` and ``rainrender`` (Python ``GstBase.BaseTransform``s).
+"""The GStreamer elements: ``derain``, ``detect``, ``rainrender`` and ``caption`` (Python ``GstBase.BaseTransform``s).
 
-All three work in place (``transform_ip``) on packed 8-bit RGB-family frames of any size (``RGB``,
+All four work in place (``transform_ip``) on packed 8-bit RGB-family frames of any size (``RGB``,
 ``BGR``, ``RGBA``, ``RGBx``, ``BGRA``, ``BGRx``; put ``videoconvert``/``nvvidconv`` in front for NV12
 and friends); alpha/padding bytes pass through untouched. Each posts one element message per frame
 (:data:`~edge_derain.gst.stats.FRAME_MESSAGE`: ``stage`` = the element's name, ``pts``, ``latency-ms``
@@ -421,7 +421,8 @@ class RainRenderElement(_VideoStage):
     __gstmetadata__ = ("Rain renderer", "Filter/Effect/Video",
                        "Renders synthetic rain streaks into frames (test source for deraining)", "edge_derain")
     __gproperties__ = {
-        "intensity": (str, "intensity", "light, medium or heavy", "heavy", _RW),
+        "intensity": (str, "intensity", "a RainRenderer preset: drizzle, light, medium, heavy, storm, dense, ...",
+                      "heavy", _RW),
         "seed": (int, "seed", "random seed", 0, 2**31 - 1, 0, _RW),
         "messages": (bool, "messages", "post a per-frame latency message", True, _RW),
     }
@@ -455,7 +456,76 @@ class RainRenderElement(_VideoStage):
         return Gst.FlowReturn.OK
 
 
-ELEMENTS = {"derain": DerainElement, "detect": DetectElement, "rainrender": RainRenderElement}
+def draw_caption(frame: np.ndarray, text: str) -> int:
+    """Draw ``text`` (``\\n`` separates lines) in white on a darkened band across the top of ``frame``
+    (HxWx3 uint8, any strides), in place; the font shrinks until the longest line fits the width.
+    Returns the band's height in pixels (0 for an empty text)."""
+    import cv2
+
+    lines = [line for line in text.split("\n") if line.strip()]
+    if not lines:
+        return 0
+    height, width = frame.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = float(np.clip(width / 900.0, 0.35, 1.2))
+    margin = max(3, round(8 * scale))
+    widest = max(cv2.getTextSize(line, font, scale, 1)[0][0] for line in lines)
+    if widest > width - 2 * margin:  # Hershey glyphs scale linearly, so one correction fits
+        scale *= (width - 2 * margin) / widest
+    thickness = 2 if scale >= 0.8 else 1
+    (_, text_h), baseline = cv2.getTextSize("Ag", font, scale, thickness)
+    step = text_h + baseline + margin // 2
+    band_h = min(height, margin + step * len(lines))
+    # cv2 draws on contiguous arrays only: draw on a copy of the band and write it back.
+    band = (np.asarray(frame[:band_h], dtype=np.float32) * 0.3).astype(np.uint8)
+    for index, line in enumerate(lines):
+        cv2.putText(band, line, (margin, margin // 2 + text_h + index * step), font, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+    frame[:band_h] = band
+    return band_h
+
+
+class CaptionElement(_VideoStage):
+    """Caption every frame with ``text`` (see :func:`draw_caption`): labels for side-by-side panels.
+
+    ``text`` may change between frames: a pad probe on the element's sink pad runs in the streaming thread
+    just before the frame is drawn, so an application can set each frame's own caption there (the demo
+    writes each panel's PSNR and detection count that way). The frame message carries the drawn ``caption``.
+    """
+
+    __gtype_name__ = "GstCaption"
+    __gstmetadata__ = ("Caption", "Filter/Editor/Video", "Draws a text caption on a dark band across the top of "
+                       "each frame", "edge_derain")
+    __gproperties__ = {
+        "text": (str, "text", "the caption (\\n separates lines); empty: frames pass unchanged", "", _RW),
+        "messages": (bool, "messages", "post a per-frame message with the caption and latency", True, _RW),
+    }
+
+    def __init__(self):
+        super().__init__()
+        self.text = ""
+
+    def do_get_property(self, prop):
+        return {"text": self.text, "messages": self.messages}[prop.name]
+
+    def do_set_property(self, prop, value):
+        if prop.name == "text":
+            self.text = value or ""  # None: the property was cleared
+        else:
+            self.messages = value
+
+    def process(self, buf):
+        start = time.perf_counter()
+        text = self.text
+        if text.strip():
+            with self.rgb_view(buf, write=True) as view:
+                draw_caption(view, text)
+        self.post_frame(buf, time.perf_counter() - start, f", caption=(string){_quoted(text)}")
+        return Gst.FlowReturn.OK
+
+
+ELEMENTS = {"derain": DerainElement, "detect": DetectElement, "rainrender": RainRenderElement,
+            "caption": CaptionElement}
 _quiet_floating_warning()
 
 
