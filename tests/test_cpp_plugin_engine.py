@@ -217,3 +217,36 @@ def test_engine_cache_keys_on_the_plugin_implementation_it_builds_with(plugin_li
     assert python.built and python.engine_path != native.engine_path
     assert python.key.plugin_implementation == "python"
     assert [p["implementation"] for p in python.sidecar["plugins"]] == ["python"]
+
+
+def test_runtime_loads_the_library_the_sidecar_records(plugin_library, efderain_plugin_graph, tmp_path, monkeypatch):
+    """Without $EDGE_DERAIN_PLUGIN_LIB or a checkout build, the TensorRT backend loads the library the engine was
+    built with (recorded in its sidecar), then stops at CUDA on this GPU-less machine. In a fresh process: a
+    process's plugin registry takes one library with our creators."""
+    import subprocess
+    import sys
+
+    from edge_derain.engine import cache as cache_mod
+    from edge_derain.engine.flavour import list_devices
+
+    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
+    if list_devices():
+        pytest.skip("a GPU is present: the engine would really load")
+    monkeypatch.setenv("EDGE_DERAIN_PLUGIN_LIB", str(plugin_library))
+    engine = cache_mod.EngineCache(tmp_path).get_or_build(efderain_plugin_graph, "fp32", PROFILE, "sm86",
+                                                          flavour=_rtx())
+    monkeypatch.delenv("EDGE_DERAIN_PLUGIN_LIB")
+    code = ("from edge_derain.backends import trt_backend\n"
+            "from edge_derain.engine import builder, cache\n"
+            "from edge_derain.engine.flavour import CudaDevice\n"
+            "builder.find_plugin_library = lambda: None  # no checkout build/plugins\n"
+            "cache.list_devices = lambda: [CudaDevice(0, 'RTX A4000', (8, 6), 16 << 30)]\n"
+            "try:\n"
+            f"    trt_backend.TensorRTBackend({str(engine.engine_path)!r})\n"
+            "except trt_backend.CudaError as exc:\n"
+            "    print(exc)\n"
+            "print(*(path for _, path in builder._LOADED_LIBRARIES))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    failure, loaded = result.stdout.splitlines()
+    assert failure.startswith("cudaSetDevice(0) failed") and loaded == str(plugin_library.resolve())

@@ -22,6 +22,7 @@ CUDA device on every call, so that thread may differ from the one that created i
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -289,11 +290,15 @@ class TensorRTBackend(Backend):
         if implementation == "none":
             return "none"  # built from a graph without plugin nodes
         if implementation == "library":  # the engine was built (or adopted) with the C++ plugin library
-            library = find_plugin_library()
+            recorded = self.sidecar.get("plugin_library")
+            library = find_plugin_library() or (Path(recorded) if recorded and Path(recorded).is_file() else None)
             if library is None:
                 raise FileNotFoundError(f"{self.engine_path.name} was built with the C++ plugin library "
-                                        f"{self.sidecar.get('plugin_library') or ''}; set EDGE_DERAIN_PLUGIN_LIB to "
-                                        "that libedge_derain_plugins.so (or rebuild the engine here)")
+                                        f"{recorded or ''}; set EDGE_DERAIN_PLUGIN_LIB to that "
+                                        "libedge_derain_plugins.so (or rebuild the engine here)")
+            if hashlib.sha256(library.read_bytes()).hexdigest() != self.sidecar["key"].get("plugin_hash"):
+                log.warning("%s differs from the plugin library %s was built with; rebuild the engine if it fails to "
+                            "load", library, self.engine_path.name)
             return str(load_plugin_library(trt, library))
         register_python_plugins(trt)
         return "python"
