@@ -131,7 +131,8 @@ def nsight_stage_times(lib_path: Path, cases: Sequence[tuple] = NSIGHT_CASES,
             else:
                 row.update(status="ok", stages=stages)
             rows.append(row)
-    return {"status": "ok" if all(r["status"] == "ok" for r in rows) else "FAIL", "tool": version[-1] if version else ncu,
+    status = "ok" if all(r["status"] == "ok" for r in rows) else "FAIL"
+    return {"status": status, "tool": version[-1] if version else ncu,
             "clock_control": "ncu default (base clocks)", "calls_per_case": PROFILED_CALLS, "rows": rows}
 
 

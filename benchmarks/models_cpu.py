@@ -71,7 +71,7 @@ def markdown(results: dict, command: str, json_name: str) -> str:
         torch_row, ort_row = by["torch"], by["ort"]
         lines.append([f"`{label}`", f"{h}×{w}", f"{torch_row['median_ms']:.1f} / {torch_row['p90_ms']:.1f}",
                       f"{ort_row['median_ms']:.1f} / {ort_row['p90_ms']:.1f}",
-                      f"{torch_row['median_ms'] / ort_row['median_ms']:.2f}×", f"{ort_row['fps']:.1f}"])
+                      f"{torch_row['median_ms'] / ort_row['median_ms']:.2f}×", f"{ort_row['fps']:.2f}"])
     env = results["environment"]
     return (f"`{command}` ([JSON](benchmarks/results/{json_name}.json), [plot](benchmarks/results/{json_name}.png)): "
             f"{results['iters']} runs after {results['warmup']} warm-up, batch 1, fp32; {describe_machine(env)}; "

@@ -34,8 +34,10 @@ DETECTORS = ("hog", "none")
 
 
 def run_pipeline(*args: str) -> None:
-    command = [sys.executable, "-m", "edge_derain", "run", "--quiet", *args]
-    print("$ edge-derain run --quiet " + " ".join(args), flush=True)
+    # No stall timeout: on a small, busy CPU one 720p frame can take longer than the default 10 s.
+    args = ("--quiet", "--stall-timeout", "0", *args)
+    command = [sys.executable, "-m", "edge_derain", "run", *args]
+    print("$ edge-derain run " + " ".join(args), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
 
 
@@ -84,7 +86,8 @@ def markdown(results: dict) -> str:
             f"--frames {results['frames']}`, shipped default weights, portable graph on ONNX Runtime fp32; "
             f"{describe_machine(results['environment'])}.\n\n"
             + markdown_table(["resolution", "stages", "FPS", "derain p50 / p99 ms", "HOG p50 / p99 ms"], rows)
-            + f"\n\nLive 30 frames/s test camera at 640×480 with HOG (`--source test --duration {live['seconds']:g}`): "
+            + "\n\nLive 30 frames/s test camera at 640×480 with HOG "
+              f"(`--source test --duration {live['seconds']:g}`): "
               f"{live['fps']:.2f} frames/s processed, the leaky stage queues dropped {live['dropped']} of "
               f"{live['frames_in']} camera frames, end-to-end latency p50 / p99 {_ms(live.get('end_to_end'))} ms.")
 

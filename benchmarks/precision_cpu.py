@@ -74,7 +74,7 @@ def entropy_at_bins(plugin_onnx: Path, calib_dir: Path, bins: int, work: Path) -
     ranges = calibrator.compute_data()
     scales = {}
     for tensor in conv_inputs:
-        low, high = (float(np.asarray(v).max()) for v in ranges[tensor].range_value)
+        low, high = (float(np.asarray(v).reshape(-1)[0]) for v in ranges[tensor].range_value)
         scales[tensor] = max(abs(low), abs(high)) / QMAX
     table = QuantTable(scales, {}, f"onnxruntime EntropyCalibrater, {bins} bins")
     quantized = insert_qdq(portable, table, convs)
@@ -104,8 +104,10 @@ def measure(data: Path) -> dict:
         print(f"entropy calibration at {ENTROPY_BINS} bins (ORT calibrator API)", flush=True)
         entropy_bins = entropy_at_bins(onnx_path, calib, ENTROPY_BINS, work)
         manifest = json.loads((calib / "manifest.json").read_text())
+    from edge_derain.checkpoint import DEFAULT_WEIGHTS
+
     return {
-        "model": report.get("model") or budget.get("model"),
+        "weights": DEFAULT_WEIGHTS, "model": report.get("model") or budget.get("model"),
         "calibration_set": {"origin": manifest.get("origin"),
                             "frames": {split: sum(f["split"] == split for f in manifest["frames"])
                                        for split in ("calib", "holdout")}},
@@ -120,24 +122,30 @@ def measure(data: Path) -> dict:
     }
 
 
+def _db(value: float) -> str:
+    return f"{round(value, 3) + 0.0:+.3f} dB"  # + 0.0: no "-0.000" for a drop that rounds to zero
+
+
 def markdown(results: dict) -> str:
     rows = []
     for method, h in results["holdout_by_method"].items():
         rows.append([f"held-out split of the calibration set ({h['count']} crops), `--method {method}`",
-                     f"{h['fp32_psnr_y']:.2f} dB", f"{h['int8_drop_db']:+.3f} dB", f"{h['fp16_drop_db']:+.3f} dB"])
+                     f"{h['fp32_psnr_y']:.2f} dB", _db(h["int8_drop_db"]), _db(h["fp16_drop_db"])])
     e = results["holdout_entropy_bins"]
     rows.append([f"same split, entropy at {e['bins']} histogram bins (ORT calibrator API)",
-                 f"{e['fp32_psnr_y']:.2f} dB", f"{e['int8_drop_db']:+.3f} dB", "—"])
+                 f"{e['fp32_psnr_y']:.2f} dB", _db(e["int8_drop_db"]), "—"])
     v = results["val"]
     rows.append([f"`val/` ({v['count']} pairs, `edge-derain eval --precisions fp32,fp16,int8 --backend ort`)",
-                 f"{v['fp32']['psnr_y']:.2f} dB", f"{v['int8']['drop_psnr_y']:+.3f} dB",
-                 f"{v['fp16']['drop_psnr_y']:+.3f} dB"])
+                 f"{v['fp32']['psnr_y']:.2f} dB", _db(v["int8"]["drop_psnr_y"]), _db(v["fp16"]["drop_psnr_y"])])
     b = results["budget"]
+    weights = f"`{results['weights']}`" if "weights" in results else f"model `{results['model']}`"
     return (f"`python benchmarks/precision_cpu.py --data ../shared/data` "
-            f"([JSON](benchmarks/results/precision_cpu.json)): `{results['model']}`, {describe_machine(results['environment'])}. "
+            f"([JSON](benchmarks/results/precision_cpu.json)): the shipped default weights ({weights}), "
+            f"{describe_machine(results['environment'])}. "
             f"Drop = FP32 minus the precision (positive = worse).\n\n"
             + markdown_table(["set", "FP32 PSNR-Y", "INT8 drop", "FP16 drop"], rows)
-            + f"\n\n`--max-drop-db {b['max_drop_db']}` keeps {b['int8_convs']} of {b['quantizable_convs']} convs in INT8 "
+            + f"\n\n`--max-drop-db {b['max_drop_db']}` keeps {b['int8_convs']} of {b['quantizable_convs']} convs "
+              "in INT8 "
               f"({100 * b['int8_coverage']:.0f} % of conv MACs).")
 
 

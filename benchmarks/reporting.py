@@ -72,7 +72,8 @@ def describe_machine(env: dict) -> str:
 
 def add_output_options(parser, name: str) -> None:
     """``--out`` (default ``benchmarks/results/<name>.json``) and ``--render`` (table from that JSON, no measuring)."""
-    parser.add_argument("--out", type=Path, default=RESULTS / f"{name}.json", help="results JSON (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS / f"{name}.json",
+                        help="results JSON (default: %(default)s)")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: re-render the BENCHMARKS.md table from the --out JSON")
 

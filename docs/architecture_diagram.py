@@ -35,8 +35,9 @@ BOX_W, BOX_H = 0.86, 0.9
 def _box(ax, x: float, y: float, title: str, folders: str, colour: str) -> None:
     from matplotlib.patches import FancyBboxPatch
 
-    ax.add_patch(FancyBboxPatch((x - BOX_W / 2, y - BOX_H / 2), BOX_W, BOX_H, boxstyle="round,pad=0.02,rounding_size=0.06",
-                                facecolor=colour, edgecolor="#333333", linewidth=1.2))
+    ax.add_patch(FancyBboxPatch((x - BOX_W / 2, y - BOX_H / 2), BOX_W, BOX_H,
+                                boxstyle="round,pad=0.02,rounding_size=0.06", facecolor=colour, edgecolor="#333333",
+                                linewidth=1.2))
     ax.text(x, y + 0.2, title, ha="center", va="center", fontsize=11, fontweight="bold")
     ax.text(x, y - 0.13, folders, ha="center", va="center", fontsize=7, family="monospace", linespacing=1.3)
 

@@ -7,16 +7,17 @@ share one orientation (they fall in one direction), while the texture a network 
 every way, so the mean absolute high-pass residual (in 8-bit grey levels) is weighted by the
 *coherence* of its structure tensor (0: isotropic, 1: one orientation).
 
-Measured with the shipped EfDeRain weights (the H100-trained ``efderain_w025``) on 35 development
-backgrounds (clean_bsd, 481x321) with rendered rain, the score's median is 2.0 on dry images, 2.9 with
-light, 4.1 with medium and 7.3 with heavy rain (90th percentile of dry images: 3.3); on a smooth scene
-such as the shipped sample it is 1.6 dry and 6.5 with heavy rain. The defaults (on at 3.0, off at 2.0)
-turn deraining on for 97% of the heavy-rain images, 77% of the medium ones and 17% of the dry ones, and
-off for 54% of the dry ones: a single frame cannot always tell a textured dry scene from drizzle (the
-ROC area, dry vs heavy, is 0.99), so the gate errs towards deraining (it starts on, and a dry scene full
-of vertical texture keeps it on; the only cost is the compute it would have saved). The scores depend on
-the network: calibrate ``gate-on``/``gate-off`` for your model on a few seconds of
-your own dry and rainy footage with :func:`rain_score`.
+Measured by ``benchmarks/rain_gate.py`` (``benchmarks/results/rain_gate.json``, table in BENCHMARKS.md)
+with the shipped default weights on 35 development backgrounds (clean_bsd) with each rain preset rendered
+in: the score's median is 1.8 on dry images, 2.0 with drizzle, 3.1 with light, 3.9 with medium and 7.1
+with heavy rain (90th percentile of dry images: 4.0); on a smooth scene such as the shipped sample it is
+1.6 dry and 7.4 with heavy rain. The defaults (on at 3.0, off at 2.0) turn deraining on for 97% of the
+heavy-rain images, 83% of the medium ones and 23% of the dry ones, and off for 57% of the dry ones: a
+single frame cannot tell a textured dry scene from drizzle (ROC area dry vs drizzle 0.54, vs heavy 0.99),
+so the gate errs towards deraining (it starts on, and a dry scene full of vertical texture keeps it on;
+the only cost is the compute it would have saved). The scores depend on the network: calibrate
+``gate-on``/``gate-off`` for your model on a few seconds of your own dry and rainy footage with
+:func:`rain_score`, or rerun ``benchmarks/rain_gate.py --weights W`` for new weights.
 
 The network must run for a score to exist, so while the gate is off it still runs on one frame in
 ``probe_interval`` (a probe); a probe above the on-threshold makes the gate probe every frame until

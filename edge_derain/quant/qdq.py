@@ -53,9 +53,10 @@ MODELOPT_UNAVAILABLE = (
     "--engine modelopt is not available: NVIDIA ModelOpt's ONNX PTQ costs over 1 GB of dependencies, pins an older "
     "onnx, rewrites its input file in place and cannot calibrate a graph with a custom op ONNX Runtime cannot run "
     "(our plugin graph); use --engine ort (the default)")
+# Both figures: benchmarks/precision_cpu.py (results/precision_cpu.json, rows 'entropy' and 'entropy at 2048 bins').
 ENTROPY_WARNING = (
     "ONNX Runtime's entropy calibration is unreliable for restoration networks: at its default bin count "
-    "(quantize_static cannot change it) it equals MinMax, and at 2048 bins it cost a derain net 9.6 dB; "
+    "(quantize_static cannot change it) it equals MinMax, and at 2048 bins it cost the shipped derain net 14.2 dB; "
     "prefer minmax or percentile")
 DEFAULT_PERCENTILE = 99.999
 QMAX = 127  # symmetric INT8: [-127, 127], scale = amax / 127 (TensorRT's convention too)
