@@ -14,9 +14,31 @@ from pathlib import Path
 import pytest
 
 
+TIERS = ("default", "slow", "all")
+
+
 def pytest_addoption(parser):
     parser.addoption("--data", default=None,
                      help="development data directory (the layout of ../shared/data)")
+    parser.addoption("--tier", default="default", choices=TIERS,
+                     help="default: the tests not marked slow (the CI budget); slow: only those; all: both. "
+                          "-m MARKEXPR or a test named by its node id overrides it")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Two tiers: the default run leaves out @pytest.mark.slow tests, ``--tier slow`` runs only them."""
+    tier = config.getoption("--tier")
+    if tier == "all" or config.getoption("markexpr"):
+        return
+    named = tuple(arg for arg in config.args if "::" in arg)  # asked for by name: always run
+    keep, drop = [], []
+    for item in items:
+        wanted = item.nodeid.startswith(named) if named else False
+        slow = item.get_closest_marker("slow") is not None
+        (keep if wanted or slow == (tier == "slow") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .backends.base import Backend
-from .utils import atomic_path, atomic_write_json, git_commit
+from .utils import atomic_path, atomic_write_json, console, git_commit, have_matplotlib
 
 JSON_NAME = "benchmark.json"
 PLOT_NAME = "benchmark.png"
@@ -124,16 +124,16 @@ def plot_benchmark(results: dict, path: str | Path) -> Path:
     return path
 
 
-def write_benchmark(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``benchmark.json`` and ``benchmark.png`` into ``out_dir``; return both paths."""
+def write_benchmark(results: dict, out_dir: str | Path) -> tuple[Path, Path | None]:
+    """Write ``benchmark.json`` and ``benchmark.png`` into ``out_dir``; return both paths (the PNG's is None
+    without matplotlib)."""
     out_dir = Path(out_dir)
     json_path = out_dir / JSON_NAME
     atomic_write_json(json_path, results)
-    return json_path, plot_benchmark(results, out_dir / PLOT_NAME)
+    return json_path, plot_benchmark(results, out_dir / PLOT_NAME) if have_matplotlib() else None
 
 
 def print_benchmark(results: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"latency per call, {results['iters']} runs after {results['warmup']} warm-up")
@@ -142,4 +142,4 @@ def print_benchmark(results: dict) -> None:
     for r in results["results"]:
         table.add_row(r["backend"], str(r.get("batch", results["batch"])), f"{r['height']}x{r['width']}",
                       f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['fps']:.1f}")
-    Console().print(table)
+    console().print(table)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .models import create_model
@@ -81,32 +81,50 @@ def read_sidecar(weights: str | Path) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing: weights need the JSON sidecar written beside them by "
                                 f"'edge-derain train' (it names the model and its config)") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); restore it from the training output") from None
-    if "model" not in meta:
-        raise ValueError(f"{path} has no 'model' entry; it is not an edge_derain checkpoint sidecar")
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
+        raise ValueError(f"{path} has no 'model' name; it is not an edge_derain checkpoint sidecar")
+    if not isinstance(meta.get("config", {}), dict):
+        raise ValueError(f"{path}: 'config' must be an object of model settings, got {type(meta['config']).__name__}")
     return meta
 
 
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from the safetensors header (nothing is loaded)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path} as safetensors ({exc}); re-download or re-train it") from None
+
+
 def load_model(weights: str | Path | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the model named by the sidecar and load its weights (eval mode)."""
+    """Rebuild the model named by the sidecar and load its weights (eval mode); a damaged sidecar or a
+    file that does not fit its model fails in one line."""
     path = resolve_weights(weights)
     meta = read_sidecar(path)
-    model = create_model(meta["model"], **meta.get("config", {}))
     try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(f"cannot read {path} as safetensors ({exc}); re-download or re-train it") from None
+        model = create_model(meta["model"], **meta.get("config", {}))
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, RuntimeError, MemoryError) as exc:
+        # a hand-edited or damaged config the constructor rejects (or cannot allocate)
+        raise ValueError(f"{sidecar_path(path)} does not describe a buildable model ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}); restore it from the training output") from None
+    stored = _stored_shapes(path)
     aliases = _aliases(model)
-    expected = {k: v for k, v in model.state_dict().items() if k not in aliases}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    resized = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in aliases}
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    resized = [k for k in expected if k in stored and stored[k] != expected[k]]
     if missing or unexpected or resized:
         example = (missing or unexpected or resized)[0]
         raise ValueError(f"{path} does not fit model {meta['model']} {meta.get('config', {})}: "
                          f"{len(missing)} missing, {len(unexpected)} unexpected, {len(resized)} resized tensors "
                          f"(e.g. {example}); check the sidecar's config")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"cannot read {path} as safetensors ({exc}); re-download or re-train it") from None
     model.load_state_dict(state, strict=False)  # strict=False only for the aliases; checked above
     return model.to(device).eval()
 

@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 
+#: What the library raises for a person to read (one line naming the problem and the fix): printed as one
+#: ``edge-derain CMD: error: ...`` line with exit code 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, ImportError)
+
+
 def _parse_kv(items: list[str]) -> dict:
     """``key=value`` pairs; values parsed as JSON when possible (numbers, lists, booleans)."""
     out = {}
@@ -137,7 +142,7 @@ def cmd_eval(args) -> int:
     json_path, csv_path = write_report(report, args.out)
     print_report(report)
     print(f"wrote {json_path} and {csv_path}")
-    return 0
+    return _report_failures([(f["name"], f["error"]) for f in report["failed"]], "image")
 
 
 def _detector(args):
@@ -159,7 +164,7 @@ def _eval_precisions(args) -> int:
                               limit=args.limit, progress=not args.quiet, detector=_detector(args))
     json_path, png_path = write_precision_report(report, args.out)
     print_precision_report(report)
-    print(f"wrote {json_path} and {png_path}")
+    _print_written(json_path, png_path)
     return 0
 
 
@@ -189,15 +194,33 @@ def cmd_calibrate_collect(args) -> int:
         calib_set = collect_from_media(args.sources, args.out, count=args.count, input_multiple=args.multiple,
                                        crop=_sizes([args.crop])[0] if args.crop else None, seed=args.seed)
     print(json.dumps(calib_set.describe(), indent=2))
-    return 0
+    skipped = calib_set.manifest["origin"].get("skipped", [])
+    return _report_failures([(item["source"], item["error"]) for item in skipped], "source")
 
 
 def cmd_derain(args) -> int:
     from .inference import derain_paths
 
-    for src, dst in derain_paths(_backend(args), args.inputs, args.out):
-        print(f"{src} -> {dst}")
-    return 0
+    failed = []
+    for item in derain_paths(_backend(args), args.inputs, args.out, tile=args.tile or None, overlap=args.overlap,
+                             progress=not args.quiet):
+        if item.error:
+            failed.append((item.source, item.error))
+            print(f"{item.source}: skipped: {item.error}", file=sys.stderr)
+        else:
+            print(f"{item.source} -> {item.output}")
+    return _report_failures(failed, "input")
+
+
+def _report_failures(failed: list[tuple], what: str) -> int:
+    """After a batch that went on past bad items, (name, reason) pairs: list them once more at the end;
+    exit code 1 if any."""
+    if not failed:
+        return 0
+    print(f"{len(failed)} {what}{'s' if len(failed) > 1 else ''} failed:", file=sys.stderr)
+    for name, error in failed:
+        print(f"  {name}: {error}", file=sys.stderr)
+    return 1
 
 
 def _derain_request(args):
@@ -214,6 +237,9 @@ def cmd_demo(args) -> int:
 
     # a kind is resolved by the derain element (it knows the frame size); a file is opened here
     backend = _derain_request(args) if args.backend in BACKEND_KINDS else _backend(args)
+    if args.backend in BACKEND_KINDS:
+        backend.validate()
+    _detector(args)  # a missing or broken detector model fails now, not after the pipeline started
     result = run_demo(backend, args.out, source=args.input, clip=args.clip, intensity=args.intensity,
                       seed=args.seed, max_frames=args.max_frames, detector=args.detector)
     print(result.summary())
@@ -299,7 +325,7 @@ def cmd_run(args) -> int:
     request.validate()
     derain = None if args.no_derain else {
         "backend": request.kind, "engine": request.engine, "model": request.model, "weights": request.weights,
-        "precision": request.precision, "device": request.device, **({
+        "precision": request.precision, "device": request.device, "tile": args.tile or None, **({
             "gate": True, "gate_on": args.gate_on, "gate_off": args.gate_off, "gate_min_frames": args.gate_min_frames,
             "gate_interval": args.gate_interval} if args.gate else {})}
     options = PipelineOptions(source=args.source, pipeline=args.pipeline, platform=args.platform, width=args.width,
@@ -307,8 +333,14 @@ def cmd_run(args) -> int:
                               sink=args.sink, queue_size=args.queue_size, leaky=args.leaky,
                               bitrate_kbps=args.bitrate, params=_parse_kv(args.param))
     if args.print_pipeline:
-        print(compose(options).gst_launch_command())
+        print(compose(options, partial=False).gst_launch_command())
         return 0
+    compose(options)  # a bad source, sink or pipeline file fails here, before any model loads
+    detector = _detector(args)  # built now: a missing or broken model fails before the pipeline starts
+
+    def setup(pipeline) -> None:
+        if detector is not None:
+            pipeline.get_by_name("detect").use_detector(detector)
 
     def progress(numbers: dict) -> None:
         stages = "  ".join(f"{key[:-7]} p50 {value:.0f} ms" for key, value in numbers.items() if key.endswith("-p50-ms"))
@@ -317,7 +349,8 @@ def cmd_run(args) -> int:
 
     result = run_pipeline(options, max_frames=args.frames, duration=args.duration, stats_path=args.stats,
                           reconnect=args.reconnect, max_retries=args.max_retries, eos_timeout=args.eos_timeout,
-                          stall_timeout=args.stall_timeout or None, on_stats=None if args.quiet else progress)
+                          stall_timeout=args.stall_timeout or None, on_stats=None if args.quiet else progress,
+                          setup=setup)
     if not args.quiet:
         print(file=sys.stderr)
     print(format_summary(result.stats))
@@ -398,11 +431,11 @@ def cmd_adopt(args) -> int:
     from .engine.cache import sidecar_path
 
     sidecar = adopt_engine(args.engine, args.onnx, precision=args.precision, plugin_library=args.plugin_lib)
-    key = sidecar["key"]
+    key, device = sidecar["key"], sidecar["key"]["fingerprint"]
+    profile = ShapeProfile.from_dict(key["shapes"]).label
     print(f"adopted: {args.engine} (sidecar {sidecar_path(args.engine).name})")
-    print(f"  {key['fingerprint']['flavour']} {key['fingerprint']['version']}, {key['fingerprint']['targets'][0]} "
-          f"{key['fingerprint']['gpu_name']}, {key['precision']}, profile {ShapeProfile.from_dict(key['shapes']).label}, "
-          f"{key['plugin_implementation']} plugin, {sidecar['layer_summary']['count']} layers")
+    print(f"  {device['flavour']} {device['version']}, {device['targets'][0]} {device['gpu_name']}, {key['precision']}, "
+          f"profile {profile}, {key['plugin_implementation']} plugin, {sidecar['layer_summary']['count']} layers")
     return 0
 
 
@@ -432,8 +465,14 @@ def cmd_bench(args) -> int:
     results = run_benchmark(backends, _sizes(args.res), batch=args.batch, warmup=args.warmup, iters=args.iters)
     print_benchmark(results)
     json_path, png_path = write_benchmark(results, args.out)
-    print(f"wrote {json_path} and {png_path}")
+    _print_written(json_path, png_path)
     return 0
+
+
+def _print_written(json_path: Path, png_path: Path | None) -> None:
+    from .utils import PLOT_HINT
+
+    print(f"wrote {json_path} and {png_path}" if png_path else f"wrote {json_path}; {PLOT_HINT}")
 
 
 def _tensorrt_info(args) -> dict:
@@ -605,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(default: <onnx stem>.int8)")
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"],
                    help="activation range calibration (ONNX Runtime); entropy is unreliable: ORT's equals minmax at "
-                        "its default bin count and cost a derain net 9.6 dB at 2048 bins")
+                        "its default bin count and cost a derain net 14.2 dB at 2048 bins")
     p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile: percentile of |x|")
     p.add_argument("--engine", default="ort", choices=["ort", "modelopt"],
                    help="ort: ONNX Runtime quantize_static (default). modelopt is not available: NVIDIA ModelOpt "
@@ -638,6 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights(p)
     p.add_argument("inputs", nargs="+", help="image/video files or folders")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tile", type=int, default=1024,
+                   help="derain larger images and frames in overlapping tiles of this many pixels (rounded down to "
+                        "the model's input multiple; bounds memory); 0: whole images")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="pixels shared by neighbouring tiles (default: twice the model's receptive radius)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_derain)
 
     p = sub.add_parser("demo", help="GStreamer pipeline: rain rendered on a clip -> derain -> detect -> mp4, "
@@ -646,13 +691,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .safetensors checkpoint (with its .json sidecar) or a shipped name; default: shipped")
     p.add_argument("--device", default="auto", help="PyTorch device: auto, cpu or cuda")
     p.add_argument("--backend", default="auto",
-                   help="auto (TensorRT, else ONNX Runtime on the exported portable graph, else PyTorch), trt, ort, "
-                        "torch, or a .onnx/.engine file")
+                   help="auto (TensorRT where it builds for this GPU, else ONNX Runtime on the exported portable "
+                        "graph, else PyTorch; edge-derain info says which), trt, ort, torch, or a .onnx/.engine file")
     p.add_argument("--input", default=None,
                    help="clean image or video, or 'test' (videotestsrc); default: the shipped sample image")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--clip", type=int, default=48, help="frames panned across an image (0: the image alone)")
-    p.add_argument("--intensity", default="heavy", choices=["light", "medium", "heavy"])
+    p.add_argument("--intensity", default="medium",
+                   help="rain preset: light, medium, heavy or another `edge-derain presets` shows (default: medium)")
     p.add_argument("--detector", default="hog", help="hog, yolo:MODEL.onnx or none")
     p.add_argument("--max-frames", type=int, default=None, help="stop a video after N frames")
     p.add_argument("--seed", type=int, default=0)
@@ -679,7 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a pipeline parameter, e.g. rain=light or latency_ms=500")
     p.add_argument("--backend", default="auto", choices=["auto", "trt", "ort", "torch"],
-                   help="auto: TensorRT if present, else ONNX Runtime, else PyTorch")
+                   help="auto: TensorRT where the installed flavour builds for this GPU, else ONNX Runtime, else "
+                        "PyTorch (edge-derain info says which and why)")
     p.add_argument("--engine", default=None, help="TensorRT engine (edge-derain build)")
     p.add_argument("--model", default=None, help="ONNX graph (portable for ort; built into an engine for trt)")
     p.add_argument("--weights", default=None, help="checkpoint or shipped name (default: shipped)")
@@ -687,6 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision of an engine built on the fly")
     p.add_argument("--device", default="auto", help="PyTorch device: auto, cpu or cuda")
     p.add_argument("--no-derain", action="store_true", help="no derain stage (baseline)")
+    p.add_argument("--tile", type=int, default=0,
+                   help="derain frames larger than this in overlapping tiles of this many pixels (bounds memory, "
+                        "fits large frames into an engine's profile); 0: whole frames")
     p.add_argument("--gate", action="store_true", help="skip deraining while it is not raining")
     p.add_argument("--gate-on", type=float, default=None, help="rain score that turns deraining on (3.0)")
     p.add_argument("--gate-off", type=float, default=None, help="rain score that turns deraining off (2.0)")
@@ -797,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, ImportError) as exc:
+    except USER_ERRORS as exc:
         # Errors raised by the library are written to be read by a person: one line, no traceback.
         if args.verbose:
             raise

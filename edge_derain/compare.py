@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .backends.base import Backend
+from .utils import console
 
 DEFAULT_SIZES = ((64, 64), (61, 90))  # one multiple of 16 and one that exercises the padding
 
@@ -88,7 +89,6 @@ def compare_backends(a: Backend, b: Backend, inputs: list[np.ndarray] | None = N
 
 def print_compare_report(report: dict) -> None:
     """One table row per input, then the verdict."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{report['backend']} vs {report['reference']} (atol {report['atol']:g}, "
@@ -100,8 +100,8 @@ def print_compare_report(report: dict) -> None:
                       f"{r['mean_abs_err']:.3e}", f"{r['max_rel_err']:.3e}", f"{r['psnr_db']:.2f}",
                       str(r["mismatches"] + r["nonfinite"]),
                       "[green]PASS" if r["passed"] else "[red]FAIL")
-    console = Console()
-    console.print(table)
+    out = console()
+    out.print(table)
     verdict = "[green]PASSED" if report["passed"] else "[red]FAILED"
-    console.print(f"{verdict}[/]: worst max abs {report['worst_max_abs_err']:.3e}, "
+    out.print(f"{verdict}[/]: worst max abs {report['worst_max_abs_err']:.3e}, "
                   f"worst max rel {report['worst_max_rel_err']:.3e}, min PSNR {report['min_psnr_db']:.2f} dB")

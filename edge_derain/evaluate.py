@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from .backends import Backend
 from .data import PairedFolderDataset, to_image
 from .metrics import MetricAccumulator, psnr, ssim
-from .utils import atomic_path, atomic_write_json
+from .utils import atomic_path, atomic_write_json, console
 
 METRIC_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "input_psnr_y", "input_ssim_y", "time_ms")
 
@@ -37,11 +37,16 @@ def evaluate(backend: Backend, data_dir: str | Path | Dataset, limit: int | None
     count = len(dataset) if limit is None else min(limit, len(dataset))
     scores = MetricAccumulator()
     detections = DetectionScores() if detector is not None else None
+    failed = []
     for i in tqdm(range(count), desc=f"eval {backend.name}", disable=not progress, unit="img"):
-        item = dataset[i]
-        rain = item["rain"].numpy()[None]
-        start = time.perf_counter()
-        pred = np.clip(backend.run(rain)[0], 0.0, 1.0)
+        try:  # an unreadable pair or one the backend cannot take is reported at the end; the rest still count
+            item = dataset[i]
+            rain = item["rain"].numpy()[None]
+            start = time.perf_counter()
+            pred = np.clip(backend.run(rain)[0], 0.0, 1.0)
+        except (ValueError, OSError, RuntimeError) as exc:
+            failed.append({"name": _item_name(dataset, i), "error": str(exc)})
+            continue
         elapsed = (time.perf_counter() - start) * 1e3
         clean, rainy = to_image(item["clean"]), to_image(item["rain"])
         row = scores.add_pair(item["name"], pred.transpose(1, 2, 0), clean, time_ms=elapsed,
@@ -49,15 +54,26 @@ def evaluate(backend: Backend, data_dir: str | Path | Dataset, limit: int | None
         row.update(height=rain.shape[2], width=rain.shape[3])
         if detections is not None:
             detections.add(detector, pred.transpose(1, 2, 0), rainy, clean)
+    if not len(scores):
+        raise ValueError(f"no image of {label or data_dir} could be evaluated; the first failure: "
+                         f"{failed[0]['name']}: {failed[0]['error']}" if failed else f"{label or data_dir} is empty")
     mean = scores.means()
     # The first image pays for lazy initialisation; the median is the honest per-image time.
     mean["median_time_ms"] = float(np.median([r["time_ms"] for r in scores.rows]))
     mean["gain_psnr_y"] = mean["psnr_y"] - mean["input_psnr_y"]
     report = {"backend": backend.name, "precision": backend.precision, "data": label or str(data_dir),
-              "count": len(scores), "mean": mean, "images": scores.rows}
+              "count": len(scores), "mean": mean, "images": scores.rows, "failed": failed}
     if detections is not None:
         report["detection"] = {"detector": detector.name, **detections.summary()}
     return report
+
+
+def _item_name(dataset, index: int) -> str:
+    """The rainy file of pair ``index`` where the dataset lists its pairs, else the index."""
+    try:
+        return Path(dataset.pairs[index][0]).name
+    except (AttributeError, IndexError, TypeError):
+        return f"item {index}"
 
 
 def evaluate_sets(backend: Backend, data_dir: str | Path, progress: bool = False) -> dict:
@@ -125,7 +141,6 @@ def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def print_report(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{report['backend']} ({report['precision']}) on {report['data']}")
@@ -139,12 +154,13 @@ def print_report(report: dict) -> None:
     for row in report["images"]:
         table.add_row(*fmt(row, row["name"]))
     table.add_row(*fmt(report["mean"], "[bold]mean"), end_section=True)
-    Console().print(table)
+    out = console()
+    out.print(table)
     m = report["mean"]
     if "detection" in report:
         d = report["detection"]
-        Console().print(f"detector {d['detector']} vs its {d['reference_boxes']} boxes on the clean images: "
+        out.print(f"detector {d['detector']} vs its {d['reference_boxes']} boxes on the clean images: "
                         f"derained F1 {d['derained']['f1']:.3f} (AP50 {d['derained']['ap50']:.3f}), "
                         f"rainy F1 {d['rainy']['f1']:.3f} (AP50 {d['rainy']['ap50']:.3f})")
-    Console().print(f"PSNR-Y {m['input_psnr_y']:.2f} dB (rainy) -> {m['psnr_y']:.2f} dB (derained): "
+    out.print(f"PSNR-Y {m['input_psnr_y']:.2f} dB (rainy) -> {m['psnr_y']:.2f} dB (derained): "
                     f"{m['gain_psnr_y']:+.2f} dB; median {m['median_time_ms']:.1f} ms/image")

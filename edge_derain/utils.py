@@ -44,6 +44,29 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
+#: What replaces a plot when matplotlib is missing (it is in the dev install, not the user install).
+PLOT_HINT = "no PNG plot: matplotlib is not installed (.venv/bin/pip install matplotlib to get it)"
+
+
+def have_matplotlib() -> bool:
+    """Plots are optional: commands write their JSON either way and say when the PNG is left out."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def console():
+    """A rich Console for tables; when output goes to a pipe or file it is not cut at 80 columns."""
+    import shutil
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else max(200, shutil.get_terminal_size((200, 24)).columns))
+
+
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
     """The commit of the checkout this package runs from, or None outside a git checkout."""
     cwd = Path(cwd) if cwd else Path(__file__).resolve().parent

@@ -302,7 +302,7 @@ def test_ort_backend_input_checks(efderain_export, tmp_path):
         backend.run(np.random.rand(1, 4, 32, 32).astype(np.float32))
     with pytest.raises(ValueError, match="multiples of 16, got 30x32; call run"):
         backend.infer(np.random.rand(1, 3, 30, 32).astype(np.float32))
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         OnnxRuntimeBackend(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="threads must be a positive int"):
         OnnxRuntimeBackend(result.portable_path, threads=0)

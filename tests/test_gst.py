@@ -179,7 +179,7 @@ def test_test_source_with_rain_derain_ort_detect_hog_to_mp4(tmp_path, portable_o
         probes["derained"] = _Frames(pipeline, "derain")
 
     result = run_pipeline(options, max_frames=8, stats_path=stats_json, setup=setup)
-    assert result.error is None and result.status == "frames" and result.frames_in == 8
+    assert result.error is None and result.status == "frames" and result.frames_in == result.frames_out == 8
     decoded = _decode(out)
     assert len(decoded) == 8 and decoded[0].shape == (96, 128, 3)
     pts = sorted(probes["derained"].frames)
@@ -258,8 +258,10 @@ def test_appsrc_appsink_round_trip_equals_the_backend(fmt, ort_backend):
 
 
 @pytest.mark.filterwarnings("ignore:ONNX export mode is set to TrainingMode.EVAL")  # RECA-Net instance norms
-@pytest.mark.parametrize("name,config", [("danet", {"channels": 16, "cabs": 2}), ("recanet", {"n1": 8})])
-@pytest.mark.parametrize("backend", ["torch", "ort"])
+@pytest.mark.parametrize("name,config,backend", [
+    ("danet", {"channels": 16, "cabs": 2}, "torch"),
+    pytest.param("danet", {"channels": 16, "cabs": 2}, "ort", marks=pytest.mark.slow),  # its export: ~40 s
+    ("recanet", {"n1": 8}, "torch"), ("recanet", {"n1": 8}, "ort")])
 def test_derain_element_runs_any_registered_model_from_its_weights(tmp_path, name, config, backend):
     """The element rebuilds whatever model the checkpoint's sidecar names (PyTorch, or ONNX Runtime on
     the graph it exports on the fly) and gives that model's output."""
@@ -418,30 +420,6 @@ def test_source_errors_are_one_line_and_sources_reconnect_with_new_file_parts(tm
     result = PipelineRunner(compose(options), max_frames=5, eos_timeout=0.5, setup=swallow_eos).run()
     assert result.status == "timeout" and "did not finish within 0.5 s of EOS (frames)" in result.error
     assert time.monotonic() - started < 10
-
-
-def test_sigint_mid_recording_leaves_a_playable_file(tmp_path, portable_onnx):
-    out, stats = tmp_path / "rec.mp4", tmp_path / "stats.json"
-    command = [sys.executable, "-m", "edge_derain.cli", "run", "--source", "test", "--width", "96", "--height", "64",
-               "--backend", "ort", "--model", str(portable_onnx), "--sink", f"file:{out}", "--stats", str(stats),
-               "--queue-size", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.2)
-        time.sleep(0.5)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 0, stderr
-    frames = _decode(out)
-    assert len(frames) >= 3 and frames[0].shape == (64, 96, 3)
-    report = json.loads(stats.read_text())
-    assert report["status"] == "interrupted" and report["frames_out"] >= len(frames)
-    assert "frames/s" in stdout
 
 
 def test_gst_launch_finds_the_elements(portable_onnx):

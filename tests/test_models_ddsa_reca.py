@@ -34,6 +34,7 @@ def _randomise_batchnorm(model: torch.nn.Module, seed: int) -> None:
 # ------------------------------------------------------------------------------------------ sizes
 
 
+@pytest.mark.slow
 def test_ddsa_default_matches_spec_size_topk_and_branch_init():
     model = create_model("ddsa")
     count = parameter_count(model)
@@ -135,6 +136,7 @@ def _fit(model, loss_step, steps: int = 10) -> list[float]:
     return losses
 
 
+@pytest.mark.slow
 def test_ddsa_l1_loss_decreases():
     torch.manual_seed(5)
     model = create_model("ddsa", **TINY_DDSA).train()
@@ -145,6 +147,7 @@ def test_ddsa_l1_loss_decreases():
     assert losses[-1] < 0.9 * losses[0]
 
 
+@pytest.mark.slow
 def test_recanet_loss_decreases_with_all_terms():
     torch.manual_seed(6)
     model = create_model("recanet", **TINY_RECA).train()

@@ -24,6 +24,7 @@ class Backend:
 
     name = "backend"
     input_multiple = 16
+    receptive_radius = 64  # px an output pixel depends on (models.DerainNet); sizes the overlap of tiles
     precision = "fp32"
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

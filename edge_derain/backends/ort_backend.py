@@ -45,17 +45,14 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, onnx_path: str | Path, providers: str | Sequence[str] = "auto", threads: int | None = None):
-        import onnx
         import onnxruntime as ort
 
-        from ..export.graph import read_metadata
+        from ..export.graph import load_onnx, read_metadata
         from ..export.onnx_export import portable_path_for
         from ..export.passes import describe_custom_nodes
 
         self.path = Path(onnx_path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX file {self.path} not found; create it with 'edge-derain export'")
-        graph = onnx.load(str(self.path), load_external_data=False)
+        graph = load_onnx(self.path)
         custom = describe_custom_nodes(graph)
         if custom:
             raise ValueError(f"{self.path} contains {custom} custom nodes that ONNX Runtime cannot run; "
@@ -66,6 +63,8 @@ class OnnxRuntimeBackend(Backend):
         else:
             log.warning("%s has no input_multiple metadata; padding inputs to multiples of %d",
                         self.path, self.input_multiple)
+        if metadata.get("receptive_radius", "").isdigit():
+            self.receptive_radius = int(metadata["receptive_radius"])
         self.metadata = metadata
         del graph
 
@@ -75,7 +74,12 @@ class OnnxRuntimeBackend(Backend):
                 raise ValueError(f"threads must be a positive int or None (onnxruntime's default), got {threads!r}")
             options.intra_op_num_threads = threads
         self.providers = resolve_providers(providers, ort.get_available_providers())
-        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
+        except Exception as exc:  # onnxruntime's pybind errors (InvalidGraph, Fail, ...) share no useful base
+            detail = " ".join(str(exc).split())[:300]
+            raise ValueError(f"ONNX Runtime cannot load {self.path} ({detail}); re-export it (edge-derain export)") \
+                from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1:
             raise ValueError(f"{self.path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "

@@ -14,6 +14,7 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.input_multiple = model.input_multiple
+        self.receptive_radius = model.receptive_radius
 
     @torch.inference_mode()
     def infer(self, batch: np.ndarray) -> np.ndarray:

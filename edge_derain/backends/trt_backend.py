@@ -250,6 +250,8 @@ class TensorRTBackend(Backend):
         flavour = detect_tensorrt()
         check_engine_compatible(self.sidecar, DeviceFingerprint.current(flavour, device))
         self.precision = self.sidecar["key"]["precision"]
+        if isinstance(self.sidecar.get("receptive_radius"), int):
+            self.receptive_radius = self.sidecar["receptive_radius"]
         multiple = self.sidecar.get("input_multiple")
         if multiple:
             self.input_multiple = int(multiple)

@@ -135,18 +135,10 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxSummary:
     """Read an ONNX file's inputs and the precision it carries; one-line OnnxParseError when unreadable."""
     import onnx
 
-    from ..export.graph import read_metadata
+    from ..export.graph import load_onnx, read_metadata
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file {path} does not exist; export the model first")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises several unrelated types for a corrupt file
-        raise OnnxParseError(f"{path} is not a readable ONNX model ({type(exc).__name__}: "
-                             f"{_one_line(str(exc)) or 'no detail'}); re-export it") from None
-    if not model.graph.node:
-        raise OnnxParseError(f"{path} holds no graph nodes; re-export the model")
+    model = load_onnx(path, OnnxParseError)
     fp16 = onnx.TensorProto.FLOAT16
     graph = model.graph
     initializer_names = {t.name for t in graph.initializer}
@@ -183,6 +175,36 @@ def onnx_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def positive_int_prop(onnx_metadata: dict, key: str) -> int | None:
+    """An exporter metadata prop (``input_multiple``, ``receptive_radius``) as a positive int, None when
+    absent or malformed."""
+    try:
+        value = int(onnx_metadata[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def input_multiple_of(onnx_metadata: dict) -> int | None:
+    """The exporter's ``input_multiple`` metadata prop as an int, None when absent or malformed."""
+    return positive_int_prop(onnx_metadata, "input_multiple")
+
+
+def check_profile_multiple(shapes: ShapeProfile, multiple: int | None, name: str) -> None:
+    """One-line ValueError unless every profile H and W is a multiple of the model's input multiple: the
+    network down-samples that often, and TensorRT aborts the build (not an error it returns) otherwise."""
+    if not multiple or len(shapes.min) != 4:
+        return
+    bad = [(label, shape) for label, shape in (("min", shapes.min), ("opt", shapes.opt), ("max", shapes.max))
+           if shape[2] % multiple or shape[3] % multiple]
+    if bad:
+        label, shape = bad[0]
+        fixed = ":".join("x".join(map(str, (*s[:2], *(-(-d // multiple) * multiple for d in s[2:]))))
+                         for s in (shapes.min, shapes.opt, shapes.max))
+        raise ValueError(f"profile {label} {'x'.join(map(str, shape))} of {name}: H and W must be multiples of "
+                         f"{multiple} (the model's input multiple); use --shapes {fixed}")
+
+
 def resolve_shapes(summary: OnnxSummary, shapes: ShapeProfile | None) -> ShapeProfile:
     """Check ``shapes`` against the ONNX input; without one, use the input's static shape."""
     name = shapes.input_name if shapes else "image"
@@ -201,6 +223,7 @@ def resolve_shapes(summary: OnnxSummary, shapes: ShapeProfile | None) -> ShapePr
         if isinstance(d, int) and d > 0 and not shapes.min[axis] == shapes.max[axis] == d:
             raise ValueError(f"profile {shapes.label} conflicts with the ONNX input {name!r} {dims} "
                              f"at axis {axis} (fixed to {d})")
+    check_profile_multiple(shapes, input_multiple_of(summary.metadata), summary.path.name)
     return shapes
 
 

@@ -26,8 +26,8 @@ from typing import Iterable
 from .. import __version__
 from ..utils import atomic_write_json
 from .builder import (EngineBuildError, EngineLayer, OnnxSummary, ShapeProfile, build_engine, check_typing,
-                      find_plugin_library, inspect_onnx, needs_fp16_conversion, onnx_sha256, plan_precision,
-                      resolve_build_target, resolve_shapes, summarize_layers)
+                      find_plugin_library, input_multiple_of, inspect_onnx, needs_fp16_conversion, onnx_sha256,
+                      plan_precision, positive_int_prop, resolve_build_target, resolve_shapes, summarize_layers)
 from .flavour import NoCudaDevice, TensorRTFlavour, detect_tensorrt, list_devices
 from .python_plugins import plugin_hash
 
@@ -153,21 +153,20 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"engine {engine_path} has no sidecar {path.name}; rebuild it with "
                                 "edge-derain build so its device and precision are recorded") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"sidecar {path} is not valid JSON ({exc}); delete it and rebuild the engine") from None
-    if sidecar.get("schema") != SIDECAR_SCHEMA or "key" not in sidecar:
-        raise ValueError(f"sidecar {path} has schema {sidecar.get('schema')!r}, expected {SIDECAR_SCHEMA}; "
-                         "rebuild the engine")
-    return sidecar
-
-
-def input_multiple_of(onnx_metadata: dict) -> int | None:
-    """The exporter's ``input_multiple`` metadata prop as an int, None when absent or malformed."""
+    schema = sidecar.get("schema") if isinstance(sidecar, dict) else type(sidecar).__name__
+    if schema != SIDECAR_SCHEMA or "key" not in sidecar:
+        raise ValueError(f"sidecar {path} has schema {schema!r}, expected {SIDECAR_SCHEMA}; rebuild the engine")
     try:
-        value = int(onnx_metadata["input_multiple"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if value > 0 else None
+        key = EngineKey.from_dict(sidecar["key"])
+        texts = (key.fingerprint.flavour, key.fingerprint.version, key.precision, *key.fingerprint.targets)
+        if not all(isinstance(text, str) for text in texts):
+            raise TypeError("flavour, version, precision and targets must be text")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"sidecar {path} holds a damaged engine key ({type(exc).__name__}: {exc}); delete it and "
+                         "rebuild the engine") from None
+    return sidecar
 
 
 def engine_sidecar(key: EngineKey, onnx_path: str | os.PathLike, engine_path: Path, plugin_use: PluginUse,

@@ -1,7 +1,27 @@
 """Small ONNX graph helpers shared by the graph passes (export, FP16, Q/DQ) and the stages after them."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import onnx
+
+
+def load_onnx(path: str | os.PathLike, error: type[Exception] = ValueError) -> onnx.ModelProto:
+    """Read an ONNX file without its external data; a missing file is a FileNotFoundError and an unreadable
+    one (truncated, not ONNX) an ``error``, each one line that says how to get a good file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist; export the model first (edge-derain export)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types for a corrupt file
+        detail = " ".join(str(exc).split())[:200] or "no detail"
+        raise error(f"{path} is not a readable ONNX model ({type(exc).__name__}: {detail}); re-export it "
+                    f"(edge-derain export)") from None
+    if not model.graph.node:
+        raise error(f"{path} holds no graph nodes; re-export the model (edge-derain export)")
+    return model
 
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:

@@ -13,7 +13,8 @@ outputs — with dynamic batch, height and width. Two files come out:
 
 Both graphs carry metadata_props so a backend can rebuild the pre-processing and trace the file
 back to its model: ``model`` (registry name), ``config`` (JSON for ``create_model``),
-``input_multiple``, ``edge_derain_version``, ``opset`` and ``graph_kind`` (``plugin``/``portable``).
+``input_multiple``, ``receptive_radius`` (the overlap tiled inference needs), ``edge_derain_version``,
+``opset`` and ``graph_kind`` (``plugin``/``portable``).
 """
 from __future__ import annotations
 
@@ -153,6 +154,7 @@ def export_model(model: nn.Module, out_path: str | Path, opset: int = MIN_OPSET,
         "model": getattr(model, "model_name", "") or type(model).__name__,
         "config": json.dumps(getattr(model, "model_config", {}), sort_keys=True, default=str),
         "input_multiple": str(multiple),
+        "receptive_radius": str(int(getattr(model, "receptive_radius", 64))),
         "edge_derain_version": __version__,
         "opset": str(opset),
     }

@@ -61,10 +61,14 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
 
 
-def derain_frame(backend, rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 RGB -> the backend's derained HxWx3 uint8 (one batch of one frame)."""
+def derain_frame(backend, rgb: np.ndarray, tile: int = 0) -> np.ndarray:
+    """HxWx3 uint8 RGB -> the backend's derained HxWx3 uint8 (one batch of one frame); frames larger than
+    ``tile`` px run in overlapping tiles (0: whole frames)."""
+    from ..backends.tiling import run_tiled
+
     batch = rgb.transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1.0 / 255.0)
-    return to_uint8(backend.run(batch)[0].transpose(1, 2, 0))
+    out = run_tiled(backend, batch, tile) if tile else backend.run(batch)
+    return to_uint8(out[0].transpose(1, 2, 0))
 
 
 class FrameGeometry:
@@ -158,11 +162,13 @@ class _VideoStage(GstBase.BaseTransform):
             f"{LOAD_MESSAGE}, stage=(string){name}, done=(boolean)false")))
         start = time.perf_counter()
         described = [what]
+        failed = True  # a load that raised is reported as failed, never as "loaded in 0.00 s"
         try:
             yield described
+            failed = False
         finally:
             text = (f"{LOAD_MESSAGE}, stage=(string){name}, done=(boolean)true, what=(string){_quoted(described[0])}, "
-                    f"load-s=(double){time.perf_counter() - start:.4f}")
+                    f"load-s=(double){time.perf_counter() - start:.4f}, failed=(boolean){str(failed).lower()}")
             self.post_message(Gst.Message.new_element(self, Gst.Structure.new_from_string(text)))
 
     def fail(self, exc: BaseException) -> Gst.FlowReturn:
@@ -212,6 +218,8 @@ _DERAIN_PROPERTIES = {
     "weights": (str, "weights", ".safetensors checkpoint or shipped name (default: shipped)", None, _RW),
     "precision": (str, "precision", "fp32, fp16 or int8 (engines built on the fly)", "fp32", _RW),
     "device": (str, "device", "PyTorch device: auto, cpu or cuda", "auto", _RW),
+    "tile": (int, "tile", "derain frames larger than this in overlapping tiles of this many pixels (0: whole "
+                          "frames)", 0, 32767, 0, _RW),
     "gate": (bool, "gate", "skip the network while it is not raining (edge_derain.gst.gating)", False, _RW),
     "gate-on": (float, "gate-on", "rain score that turns deraining on", 0.0, 1e6, DEFAULT_ON, _RW),
     "gate-off": (float, "gate-off", "rain score that turns deraining off", 0.0, 1e6, DEFAULT_OFF, _RW),
@@ -291,8 +299,12 @@ class DerainElement(_VideoStage):
         from .select import open_backend_for
 
         with self.loading("derain backend") as described:
-            self.backend = open_backend_for(self.request(), rgb.shape[:2])
-            derain_frame(self.backend, rgb)  # warm-up: first runs allocate and tune
+            tile = self.props_["tile"]
+            # An engine built on the fly is sized for what it runs: the frame, or its tiles (whose side is the
+            # tile rounded down to the input multiple; 16 is a multiple of every registered model's).
+            size = tuple(min(side, tile - tile % 16) for side in rgb.shape[:2]) if tile else rgb.shape[:2]
+            self.backend = open_backend_for(self.request(), size)
+            derain_frame(self.backend, rgb, tile)  # warm-up: first runs allocate and tune
             described[0] = repr(self.backend)
 
     def process(self, buf):
@@ -304,7 +316,7 @@ class DerainElement(_VideoStage):
             used = False
             if run:
                 rgb = np.array(view)
-                out = derain_frame(self.backend, rgb)
+                out = derain_frame(self.backend, rgb, self.props_["tile"])
                 used = self.gate.update(rain_score(rgb, out)) if self.gate else True
                 if used:
                     view[...] = out
@@ -338,7 +350,7 @@ class DetectElement(_VideoStage):
     def __init__(self):
         super().__init__()
         self.detector_uri, self.overlay, self.roi_meta = "hog", False, True
-        self.detector = None
+        self.detector, self._injected = None, False
 
     def do_get_property(self, prop):
         return {"detector": self.detector_uri, "overlay": self.overlay, "roi-meta": self.roi_meta,
@@ -349,12 +361,18 @@ class DetectElement(_VideoStage):
                      "messages": "messages"}[prop.name]
         setattr(self, attribute, value)
 
+    def use_detector(self, detector) -> None:
+        """Run this detector object instead of creating one from ``detector`` (in-process use: the caller
+        built it before the pipeline started, so a bad model failed there)."""
+        self.detector, self._injected = detector, detector is not None
+
     def start_stage(self):
         if not self.detector_uri:
             raise ValueError("detector is empty; use hog, yolo:MODEL.onnx or none")
 
     def stop_stage(self):
-        self.detector = None
+        if not self._injected:
+            self.detector = None
 
     def _load(self) -> None:
         from ..detect import create_detector

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from . import register_elements, require_gst
-from .pipeline import (PipelineDefinition, SinkSpec, element, gst_value, infer_pipeline, platform_fragments,
-                       resolve_platform, sink_fragment)
+from .pipeline import (PipelineDefinition, SinkSpec, check_display, element, finish_recording, gst_value,
+                       infer_pipeline, platform_fragments, resolve_platform, sink_fragment)
 from .stats import LatencySeries
 
 log = logging.getLogger(__name__)
@@ -220,18 +220,23 @@ class MultiStreamRunner:
         self._stop_reason: str | None = None
         self._lock = threading.Lock()
         self._egress: dict[str, object] = {}
+        self._pushed: collections.Counter[str] = collections.Counter()  # frames into each output
+        self._finalised: set[str] = set()  # outputs whose EOS reached the sink: recordings are whole
         self._rtsp: list = []
         self._processed_total = 0
 
     def _sinks(self, text: str, names: list[str]) -> dict[str, SinkSpec]:
         """One sink per output: ``{stream}`` in a file name or RTSP mount is replaced by the stream id."""
         if self.mosaic:
-            return {"mosaic": SinkSpec.parse(text.replace("{stream}", "mosaic"))}
-        sinks = {name: SinkSpec.parse(text.replace("{stream}", name)) for name in names}
-        kinds = {spec.kind for spec in sinks.values()}
-        if len(names) > 1 and kinds & {"file", "rtsp"} and "{stream}" not in text:
-            raise ValueError(f"--sink {text} would be shared by {len(names)} streams; put {{stream}} in it "
-                             f"(e.g. file:out_{{stream}}.mp4 or rtsp:8554/{{stream}}) or use mosaic:{text}")
+            sinks = {"mosaic": SinkSpec.parse(text.replace("{stream}", "mosaic"))}
+        else:
+            sinks = {name: SinkSpec.parse(text.replace("{stream}", name)) for name in names}
+            kinds = {spec.kind for spec in sinks.values()}
+            if len(names) > 1 and kinds & {"file", "rtsp"} and "{stream}" not in text:
+                raise ValueError(f"--sink {text} would be shared by {len(names)} streams; put {{stream}} in it "
+                                 f"(e.g. file:out_{{stream}}.mp4 or rtsp:8554/{{stream}}) or use mosaic:{text}")
+        if any(spec.kind == "display" for spec in sinks.values()):
+            check_display()
         return sinks
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -531,6 +536,7 @@ class MultiStreamRunner:
         buffer = frame_to_buffer(np.ascontiguousarray(frame))
         buffer.pts, buffer.duration = pts, int(1e9 / max(1, self.options.fps))
         pipeline.get_by_name("frames").emit("push-buffer", buffer)
+        self._pushed[key] += 1
 
     # ---- finishing ---------------------------------------------------------------------------------
     def _on_egress_message(self, bus, message, key: str) -> None:
@@ -562,6 +568,8 @@ class MultiStreamRunner:
             if message is None:
                 log.warning("output %s did not finish within %g s; its recording may be incomplete", key,
                             self.eos_timeout)
+            elif message.type == Gst.MessageType.EOS:
+                self._finalised.add(key)
 
     def _teardown(self) -> None:
         Gst = require_gst()
@@ -571,8 +579,11 @@ class MultiStreamRunner:
         for stream in self.streams:
             if stream.pipeline is not None:
                 self._stop_ingest(stream, stream.status)
-        for pipeline in self._egress.values():
+        for key, pipeline in self._egress.items():
             pipeline.set_state(Gst.State.NULL)
+            kept = finish_recording(self.sinks[key], self._pushed[key], key in self._finalised)
+            if kept is not None:
+                log.warning("output %s: the unfinished recording is kept as %s", key, kept)
         self._egress.clear()
 
     def summary(self) -> dict:

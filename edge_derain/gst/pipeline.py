@@ -1,7 +1,7 @@
 """Compose and run camera pipelines: source ▶ [queue] ▶ derain ▶ [queue] ▶ detect ▶ [queue] ▶ sink.
 
 Named pipeline definitions live in ``pipelines/*.toml`` (TOML: read by the standard library's
-``tomllib``, so no dependency; comments allowed; multi-line strings; one file per pipeline so a user can
+``tomllib``, or ``tomli`` on Python 3.10; comments allowed; multi-line strings; one file per pipeline so a user can
 add one by dropping a file in). Each names a ``source`` fragment with ``{placeholders}``, whether the
 source is ``live``, its default ``location`` and its ``platform`` (``desktop``, ``jetson`` or ``auto``:
 Jetson when ``nvvidconv`` exists). ``platforms.toml`` holds the per-platform conversion, encoder and
@@ -31,27 +31,33 @@ import signal
 import socket
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..resources import resource_dir
 from . import plugin_environment, register_elements, require_gst
 from .stats import STATS_MESSAGE, PipelineStats
+
+try:
+    import tomllib  # novm: Python 3.11+; 3.10 (JetPack 6) has the same parser as tomli
+except ModuleNotFoundError:
+    import tomli as tomllib
 
 log = logging.getLogger(__name__)
 
 PIPELINES_ENV = "EDGE_DERAIN_PIPELINES"
 _SUPPORT_FILES = ("platforms", "sinks")
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_.:/+@-]+$")
+_LAUNCH_WORD = re.compile(r'(?:[^\s"]|"(?:\\.|[^"\\])*")+')  # a word; spaces inside "..." belong to it
 DEFAULT_UDP_PORT = 5400
 
 
 # ---- definitions --------------------------------------------------------------------------------
 def pipelines_dir() -> Path:
-    """``$EDGE_DERAIN_PIPELINES``, else the ``pipelines/`` folder beside the package."""
+    """``$EDGE_DERAIN_PIPELINES``, else the repository's ``pipelines/`` (in the checkout or carried by a wheel)."""
     configured = os.environ.get(PIPELINES_ENV)
-    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "pipelines"
+    return Path(configured) if configured else resource_dir("pipelines")
 
 
 def _read_toml(path: Path) -> dict:
@@ -63,6 +69,13 @@ def _read_toml(path: Path) -> dict:
                                 f"the pipeline definitions (the repository's pipelines/)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path} is not valid TOML ({exc}); fix the file") from None
+
+
+#: key -> (types, in words) of a pipeline file's values
+_DEFINITION_TYPES = {"description": (str, "text"), "source": (str, "a gst-launch fragment (text)"),
+                     "live": (bool, "true or false"), "platform": (str, "desktop, jetson or auto"),
+                     "location": (str, "text"), "location_is_uri": (bool, "true or false"),
+                     "params": (dict, "a [params] table")}
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,10 @@ class PipelineDefinition:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        wrong = [f"{key} must be {kind[1]}" for key, kind in _DEFINITION_TYPES.items()
+                 if key in data and not isinstance(data[key], kind[0])]
+        if wrong:
+            raise ValueError(f"{path}: {'; '.join(wrong)}; see the files in {pipelines_dir()}")
         return cls(name=path.stem, **data)
 
 
@@ -174,6 +191,17 @@ def gst_value(value) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def shell_words(description: str) -> str:
+    """A gst-launch description as shell words that gst-launch-1.0 reassembles into the same description.
+
+    gst-launch-1.0 escapes the spaces of each argument it gets, so the description cannot be one quoted
+    argument: it is split at the spaces outside double quotes, and each word is quoted for the shell
+    (``!`` stays bare, as in GStreamer's own examples).
+    """
+    words = _LAUNCH_WORD.findall(description)
+    return " ".join(word if word == "!" else shlex.quote(word) for word in words)
+
+
 def element(factory: str, name: str | None = None, **props) -> str:
     """``factory name=NAME key=value ...``; property names use ``_`` for ``-``; None values are left out."""
     parts = [factory] + ([f"name={name}"] if name else [])
@@ -203,9 +231,69 @@ def platform_fragments(platform: str, bitrate_kbps: int = 4000) -> dict[str, str
     return {key: _fill(value, values, f"platforms.toml [{platform}] {key}") for key, value in fragments.items()}
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where a recording grows until it is finalised: hidden ``.NAME.partial.SUFFIX`` beside ``path``.
+
+    The final name only ever holds a finished file (:func:`finish_recording` renames it), so a crash,
+    a failed start or a pipeline that never reached EOS leaves no truncated or empty file behind it."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def finish_recording(sink: SinkSpec, frames: int, finalised: bool) -> Path | None:
+    """Give a file sink's recording its name once EOS went through the muxer (``finalised``); remove it
+    when no frame reached it; keep an unfinished one (the watchdog gave up at EOS) under its partial name
+    and return that path, so the user decides about a file players may not open."""
+    if sink.kind != "file":
+        return None
+    partial = partial_path(sink.location)
+    if not partial.exists():
+        return None
+    if frames and finalised:
+        os.replace(partial, sink.location)
+        return None
+    if frames:
+        return partial
+    partial.unlink()
+    return None
+
+
+def check_display() -> None:
+    """One-line ValueError when no display server can be reached (SSH session, headless Jetson, service):
+    video sinks crash or hang without one, so ``--sink display`` is refused before anything starts."""
+    wayland = os.environ.get("WAYLAND_DISPLAY")
+    if wayland:
+        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+        if _connects(socket.AF_UNIX, wayland if wayland.startswith("/") else os.path.join(runtime, wayland)):
+            return
+    display = os.environ.get("DISPLAY", "")
+    match = re.fullmatch(r"(?:unix)?(?P<host>[^:]*):(?P<number>\d+)(?:\.\d+)?", display)
+    if match and not match["host"]:
+        number = match["number"]
+        if _connects(socket.AF_UNIX, f"\0/tmp/.X11-unix/X{number}") or \
+                _connects(socket.AF_UNIX, f"/tmp/.X11-unix/X{number}"):
+            return
+    elif match and _connects(socket.AF_INET, (match["host"], 6000 + int(match["number"]))):
+        return
+    where = f"the display {display!r} does not answer" if display or wayland else "no display is set ($DISPLAY)"
+    raise ValueError(f"--sink display needs a screen but {where}; record or stream instead: "
+                     f"--sink file:out.mp4, --sink rtsp:8554/derain or --sink fake")
+
+
+def _connects(family: int, address) -> bool:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            s.connect(address)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def sink_fragment(sink: SinkSpec, platform: str, udp_port: int = DEFAULT_UDP_PORT,
-                  bitrate_kbps: int = 4000) -> tuple[str, str | None]:
-    """(pipeline fragment, RTSP server launch line or None) for ``sink``."""
+                  bitrate_kbps: int = 4000, partial: bool = True) -> tuple[str, str | None]:
+    """(pipeline fragment, RTSP server launch line or None) for ``sink``. A file sink writes to
+    :func:`partial_path` (``partial=False``: straight to its name, for gst-launch-1.0 -e)."""
     sinks = _read_toml(pipelines_dir() / "sinks.toml")
     spec = sinks[sink.kind]
     values = {**platform_fragments(platform, bitrate_kbps), "udp_port": udp_port}
@@ -214,7 +302,11 @@ def sink_fragment(sink: SinkSpec, platform: str, udp_port: int = DEFAULT_UDP_POR
         muxers = spec.get("muxers", {})
         if suffix not in muxers:
             raise ValueError(f"cannot record {sink.location}: use a file ending in {', '.join(muxers)}")
-        values.update(location=gst_value(sink.location), muxer=muxers[suffix])
+        if not Path(sink.location).resolve().parent.is_dir():
+            raise FileNotFoundError(f"cannot record {sink.location}: folder {Path(sink.location).parent} does not "
+                                    f"exist; create it first")
+        location = str(partial_path(sink.location)) if partial else sink.location
+        values.update(location=gst_value(location), muxer=muxers[suffix])
     server = _fill(spec["server"], values, f"sinks.toml [{sink.kind}] server") if "server" in spec else None
     return _fill(spec["template"], values, f"sinks.toml [{sink.kind}] template"), server
 
@@ -251,20 +343,23 @@ class ComposedPipeline:
     stages: tuple[str, ...]
     rtsp_launch: str | None = None     # launch line of the RTSP server's media factory
     source_location: str | None = None
+    leaky: bool = False                # the stage queues drop frames when a stage is busy
 
     def gst_launch_command(self) -> str:
         """A shell command that runs this pipeline with gst-launch-1.0 (EOS on Ctrl-C)."""
         env = plugin_environment({})
         assignments = " ".join(f"{key}={shlex.quote(env[key])}" for key in ("GST_PLUGIN_PATH", "PYTHONPATH"))
-        command = f"{assignments} gst-launch-1.0 -e {shlex.quote(self.description)}"
+        command = f"{assignments} gst-launch-1.0 -e {shell_words(self.description)}"
         if self.rtsp_launch:
             command = (f"# gst-launch sends RTP to a local UDP port only; `edge-derain run` also serves it at "
                        f"rtsp://HOST:{self.sink.port}{self.sink.mount}\n{command}")
         return command
 
 
-def compose(options: PipelineOptions, segment: int = 0, udp_port: int = DEFAULT_UDP_PORT) -> ComposedPipeline:
-    """The gst-launch description of ``options`` (``segment``: reconnect attempt, for file parts)."""
+def compose(options: PipelineOptions, segment: int = 0, udp_port: int = DEFAULT_UDP_PORT,
+            partial: bool = True) -> ComposedPipeline:
+    """The gst-launch description of ``options`` (``segment``: reconnect attempt, for file parts; ``partial``:
+    a recording grows under :func:`partial_path` until the runner finishes it; False for gst-launch-1.0)."""
     if options.pipeline:
         definition = PipelineDefinition.load(options.pipeline)
         location = options.source
@@ -301,11 +396,11 @@ def compose(options: PipelineOptions, segment: int = 0, udp_port: int = DEFAULT_
                   element("detect", "detect", detector=options.detector, overlay=options.overlay)]
         queues.append("q_detect")
         stages.append("detect")
-    sink_part, server = sink_fragment(sink, platform, udp_port, options.bitrate_kbps)
+    sink_part, server = sink_fragment(sink, platform, udp_port, options.bitrate_kbps, partial)
     # The sink queue never leaks: a frame that made it through the stages is worth recording.
     parts += [queue("q_sink", max(4, options.queue_size), False), sink_part]
     return ComposedPipeline(" ! ".join(parts), definition.live, sink, "ingress", stages[-1] if stages else "ingress",
-                            tuple(queues), tuple(stages), server, location)
+                            tuple(queues), tuple(stages), server, location, bool(leaky and queues))
 
 
 def free_udp_port() -> int:
@@ -320,7 +415,8 @@ class RunResult:
     status: str                 # eos, interrupted, frames, duration, error, timeout
     error: str | None = None    # the one-line error, if any
     restarts: int = 0
-    frames_in: int = 0
+    frames_in: int = 0          # frames that entered the processing stages
+    frames_out: int = 0         # frames that left them (what --frames counts)
     stats: dict | None = None
 
 
@@ -381,7 +477,7 @@ class PipelineRunner:
         self._finishing: str | None = None   # why EOS was requested
         self._then_restart = False
         self._timers: list[int] = []
-        self._frames_in = 0
+        self._frames_in = self._frames_out = 0
         self._limit_reached = False
         self._udp_port = free_udp_port()
         self._rtsp = None
@@ -393,8 +489,10 @@ class PipelineRunner:
         if self._rtsp is not None:
             GLib.source_remove(self._rtsp[1])
             self._rtsp = None
-        self._result.frames_in = self._frames_in
+        self._result.frames_in, self._result.frames_out = self._frames_in, self._frames_out
         self._result.stats = self.stats.summary()
+        if self.on_stats is not None:  # the last live line shows the final numbers
+            self.on_stats(self.stats.numbers())
         return self._result
 
     def _start(self) -> None:
@@ -416,11 +514,15 @@ class PipelineRunner:
         bus.connect("message", self._on_bus)
         ingress = pipeline.get_by_name(composed.ingress)
         ingress.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._ingress_probe)
+        # Added before the stats' probe: a frame over the --frames limit is dropped before anything counts it.
+        pipeline.get_by_name(composed.egress).get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER,
+                                                                              self._egress_probe)
         self.stats.attach(pipeline, egress=composed.egress, queues=list(composed.queues))
         if self.setup is not None:
             self.setup(pipeline)
         self._started = self._last_frame = time.monotonic()
-        self._segment_frames = 0
+        self._segment_frames = self._segment_out = 0
+        self._eos_reached = False
         self._source_warning: str | None = None
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             # A refusing element has usually posted an ERROR, which the bus handler reports first (idle
@@ -460,6 +562,11 @@ class PipelineRunner:
             self.pipeline.get_bus().remove_signal_watch()
             self.pipeline.set_state(Gst.State.NULL)
             self.pipeline = None
+            kept = finish_recording(self.composed.sink, self._segment_out, self._eos_reached)
+            if kept is not None:
+                log.warning("the recording did not finish; what was written is kept as %s", kept)
+                if self._result.error is not None:
+                    self._result.error += f"; the unfinished recording is kept as {kept}"
 
     # ---- stopping --------------------------------------------------------------------------------
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -535,15 +642,29 @@ class PipelineRunner:
         Gst = require_gst()
         with self._lock:
             self._last_frame = time.monotonic()
-            if self.max_frames is not None and self._frames_in >= self.max_frames:
-                if not self._limit_reached:
-                    self._limit_reached = True
-                    self._GLib.idle_add(self._begin_finish, "frames", False)
+            # --frames counts processed frames: admit frames until that many are in the stages or done (a frame
+            # a leaky queue drops makes room for another), so no stage works on a frame beyond the limit.
+            dropped = sum(self.stats.dropped().values()) if self.composed.leaky else 0
+            if self._limit_reached or (self.max_frames is not None and
+                                       self._frames_in - dropped >= self.max_frames):
                 return Gst.PadProbeReturn.DROP
             self._frames_in += 1
             self._segment_frames += 1
         pts = info.get_buffer().pts
         self.stats.on_ingress(None if pts == Gst.CLOCK_TIME_NONE else pts)
+        return Gst.PadProbeReturn.OK
+
+    def _egress_probe(self, pad, info):
+        """Count processed frames; the ``max_frames``-th one requests EOS, later ones (in flight) are dropped."""
+        Gst = require_gst()
+        with self._lock:
+            if self.max_frames is not None and self._frames_out >= self.max_frames:
+                return Gst.PadProbeReturn.DROP
+            self._frames_out += 1
+            self._segment_out += 1
+            if self.max_frames is not None and self._frames_out >= self.max_frames:
+                self._limit_reached = True
+                self._GLib.idle_add(self._begin_finish, "frames", False)
         return Gst.PadProbeReturn.OK
 
     def _tick(self) -> bool:
@@ -580,6 +701,7 @@ class PipelineRunner:
         Gst = require_gst()
         kind = message.type
         if kind == Gst.MessageType.EOS:
+            self._eos_reached = True  # every sink has it: recordings are finalised
             if self._finishing is None and self.composed.live:
                 # Nobody asked a camera or a stream to end: it dropped (an RTSP server went away, ...).
                 where = f" {self.composed.source_location}" if self.composed.source_location else ""
@@ -667,7 +789,9 @@ def run_pipeline(options: PipelineOptions, *, max_frames: int | None = None, dur
                  max_retries: int = 5, eos_timeout: float = 10.0, stall_timeout: float | None = 10.0,
                  on_stats: Callable[[dict], None] | None = None, setup: Callable | None = None) -> RunResult:
     """Compose ``options`` and run it; write the stats JSON to ``stats_path`` if given."""
-    compose(options)  # fail on bad options before anything starts
+    composed = compose(options)  # fail on bad options before anything starts
+    if composed.sink.kind == "display":
+        check_display()
     stats = PipelineStats(interval=stats_interval)
     runner = PipelineRunner(lambda segment, udp_port: compose(options, segment, udp_port), stats=stats,
                             max_frames=max_frames,

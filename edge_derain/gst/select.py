@@ -53,6 +53,14 @@ class BackendRequest:
                 raise FileNotFoundError(f"{label} file {path} not found; "
                                         + ("build one with 'edge-derain build'" if label == "engine"
                                            else "export one with 'edge-derain export'"))
+        if self.model:  # a truncated or foreign file fails here, not after the pipeline started
+            from ..export.graph import load_onnx
+
+            load_onnx(self.model)
+        if self.engine:
+            from ..engine.cache import read_sidecar
+
+            read_sidecar(self.engine)
         if self.weights:
             from ..checkpoint import resolve_weights
 

@@ -91,8 +91,9 @@ class PipelineStats:
                     self.loading.discard(stage)
                     # Frames that waited for a model load would report the load as latency.
                     self._pending.clear()
-                    self.loads[stage] = {"what": structure.get_string("what"),
-                                         "load_s": round(structure.get_value("load-s"), 3)}
+                    if not (structure.has_field("failed") and structure.get_value("failed")):
+                        self.loads[stage] = {"what": structure.get_string("what"),
+                                             "load_s": round(structure.get_value("load-s"), 3)}
                 else:
                     self.loading.add(stage)
             return True
@@ -244,18 +245,24 @@ class PipelineStats:
                 report["detections"] = dict(self.detections)
         return report
 
-    def structure(self, Gst):
-        """The running numbers as a ``Gst.Structure`` for :data:`STATS_MESSAGE`."""
-        dropped = sum(self.dropped().values())
-        fields = [f"frames=(guint64){self.egress_frames}", f"fps=(double){self.recent_fps():.3f}",
-                  f"dropped=(guint64){dropped}"]
+    def numbers(self) -> dict:
+        """The running numbers (frames out, FPS over the last seconds, dropped, per-stage p50/p99 ms, frames
+        the gate skipped): the payload of :data:`STATS_MESSAGE`, and the final line of a live display."""
+        numbers = {"frames": self.egress_frames, "fps": round(self.recent_fps(), 3),
+                   "dropped": sum(self.dropped().values())}
         with self._lock:
             for stage, series in sorted(self.stages.items()):
                 summary = series.summary()
                 if summary["count"]:
-                    fields += [f"{stage}-p50-ms=(double){summary['p50_ms']}", f"{stage}-p99-ms=(double){summary['p99_ms']}"]
+                    numbers[f"{stage}-p50-ms"], numbers[f"{stage}-p99-ms"] = summary["p50_ms"], summary["p99_ms"]
             if self.gate:
-                fields.append(f"skipped=(guint64){self.gate['skipped']}")
+                numbers["skipped"] = self.gate["skipped"]
+        return numbers
+
+    def structure(self, Gst):
+        """:meth:`numbers` as a ``Gst.Structure`` for :data:`STATS_MESSAGE`."""
+        fields = [f"{key}=({'double' if isinstance(value, float) else 'guint64'}){value}"
+                  for key, value in self.numbers().items()]
         return Gst.Structure.new_from_string(f"{STATS_MESSAGE}, " + ", ".join(fields))
 
     def write_json(self, path: str | Path, extra: dict | None = None) -> Path:

@@ -34,6 +34,10 @@ class DerainNet(nn.Module):
     """
 
     input_multiple: int = 16
+    # How far (px) an output pixel depends on its input, which tiled inference must overlap
+    # (edge_derain.backends.tiling). Attention and pooled-statistics models see the whole frame, so tiles
+    # only approximate them; 64 px keeps their seams below visibility (BENCHMARKS.md, tiled inference).
+    receptive_radius: int = 64
     model_name: str = ""
     model_config: dict = {}
 

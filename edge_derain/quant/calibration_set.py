@@ -78,6 +78,11 @@ class Frame:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
+#: Types of the manifest fields a loader relies on (a damaged manifest fails in one line, not deep inside).
+_FRAME_TYPES = {"file": str, "split": str, "stratum": str, "source": str, "height": int, "width": int,
+                "sha256": str, "target": (str, type(None)), "rain_score": (int, float, type(None))}
+
+
 @dataclass(frozen=True)
 class HoldoutPair:
     """A held-out frame with its clean target: ``input`` (1, 3, Hp, Wp) float32, ``target`` H x W x 3."""
@@ -122,7 +127,7 @@ class CalibrationSet:
                                     "'edge-derain calibrate collect'")
         try:
             manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path} is not valid JSON ({exc}); collect the set again") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError(f"{path} is not an edge_derain calibration manifest (format must be {FORMAT!r}); "
@@ -140,6 +145,11 @@ class CalibrationSet:
                 frame = Frame(**entry)
             except TypeError as exc:
                 raise ValueError(f"{path}: frame {index} is malformed ({exc}); see calibration/MANIFEST.md") from None
+            wrong = [name for name, kind in _FRAME_TYPES.items() if not isinstance(getattr(frame, name), kind)
+                     or isinstance(getattr(frame, name), bool)]
+            if wrong:
+                raise ValueError(f"{path}: frame {index} has {', '.join(wrong)} of the wrong type; see "
+                                 "calibration/MANIFEST.md")
             if frame.split not in SPLITS:
                 raise ValueError(f"{path}: frame {frame.file} has split {frame.split!r}; use one of "
                                  f"{', '.join(SPLITS)}")
@@ -408,6 +418,24 @@ def collect_from_recipe(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     writer = _SetWriter(out_dir, input_multiple)
     rainmix: dict[str, RainMix] = {}
     drawn = 0
+    unreadable: dict[str, str] = {}  # backgrounds that could not be read: skipped, reported in the origin
+
+    def next_background() -> tuple[Path, np.ndarray]:
+        nonlocal drawn
+        while len(unreadable) < len(images):
+            # Backgrounds cycle only when the recipe asks for more frames than there are images.
+            path = images[order[drawn % len(images)]]
+            drawn += 1
+            if str(path) in unreadable:
+                continue
+            try:
+                return path, _random_crop(read_image(path), crop, rng, str(path))
+            except (ValueError, OSError) as exc:
+                log.warning("skipping %s: %s", path, exc)
+                unreadable[str(path)] = str(exc)
+        raise ValueError(f"no clean image in {clean_dir} could be read; the first problem: "
+                         f"{next(iter(unreadable.values()))}")
+
     for stratum in strata:
         renderer = RainRenderer.preset(stratum["rain"]) if stratum.get("rain") else None
         variant = stratum.get("rainmix")
@@ -415,16 +443,14 @@ def collect_from_recipe(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
             rainmix[variant] = RainMix(streak_dir, variant=variant)
         holdout = stratum.get("holdout", 0)
         for k in range(holdout + stratum.get("count", 0)):
-            # Backgrounds cycle only when the recipe asks for more frames than there are images.
-            path = images[order[drawn % len(images)]]
-            drawn += 1
-            clean = _random_crop(read_image(path), crop, rng, str(path))
+            path, clean = next_background()
             rainy = renderer.render(clean, rng)[0] if renderer is not None else clean
             if variant:
                 rainy = rainmix[variant].apply(rainy, clean, rng)
             writer.add(_to_uint8(rainy), "holdout" if k < holdout else "calib", stratum["name"],
                        str(path.relative_to(data_dir)), target=_to_uint8(clean))
-    return writer.finish({"kind": "recipe", "recipe": recipe, "data_dir": str(data_dir)})
+    return writer.finish({"kind": "recipe", "recipe": recipe, "data_dir": str(data_dir),
+                          "skipped": [{"source": path, "error": error} for path, error in unreadable.items()]})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -526,7 +552,7 @@ def _image_candidate(path: Path) -> _Candidate:
 
 
 def _expand_sources(sources: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
-    """(kind, spec) for every source: 'image', 'video' or 'camera'; folders contribute their files."""
+    """(kind, spec) for every source: 'image', 'video', 'camera' or 'missing'; folders contribute their files."""
     from ..data import IMAGE_SUFFIXES
 
     out = []
@@ -536,9 +562,9 @@ def _expand_sources(sources: Sequence[str | os.PathLike]) -> list[tuple[str, str
             out.append(("camera", spec))
             continue
         path = Path(spec)
-        if not path.exists():
-            raise FileNotFoundError(f"calibration source {spec} does not exist (give image/video files, folders, "
-                                    "or a camera as /dev/videoN or camera:N)")
+        if not path.exists():  # reported with the other unreadable sources; the rest still make the set
+            out.append(("missing", spec))
+            continue
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")) \
             if path.is_dir() else [path]
         for file in files:
@@ -596,13 +622,24 @@ def collect_from_media(sources: Sequence[str | os.PathLike], out_dir: str | os.P
     crop = _parse_size(crop, "crop")
     writer = _SetWriter(out_dir, input_multiple)
     candidates: list[_Candidate] = []
+    skipped: list[dict] = []  # sources that could not be read: reported, the others still make the set
     for kind, spec in _expand_sources(sources):
-        if kind == "image":
-            candidates.append(_image_candidate(Path(spec)))
-        elif kind == "video":
-            candidates.extend(_video_candidates(Path(spec), frames_per_video))
-        else:
-            candidates.extend(_camera_candidates(spec, camera_frames, camera_stride))
+        try:
+            if kind == "image":
+                candidates.append(_image_candidate(Path(spec)))
+            elif kind == "video":
+                candidates.extend(_video_candidates(Path(spec), frames_per_video))
+            elif kind == "camera":
+                candidates.extend(_camera_candidates(spec, camera_frames, camera_stride))
+            else:
+                raise FileNotFoundError(f"calibration source {spec} does not exist (give image/video files, "
+                                        "folders, or a camera as /dev/videoN or camera:N)")
+        except (ValueError, OSError, RuntimeError) as exc:
+            log.warning("skipping %s: %s", spec, exc)
+            skipped.append({"source": spec, "error": str(exc)})
+    if not candidates:
+        raise ValueError(f"no calibration frame could be read from {', '.join(map(str, sources))}"
+                         + (f"; the first problem: {skipped[0]['error']}" if skipped else ""))
     if len(candidates) < count:
         log.warning("only %d candidate frames for %d requested; keeping all of them", len(candidates), count)
     rng = np.random.default_rng(seed)
@@ -611,4 +648,5 @@ def collect_from_media(sources: Sequence[str | os.PathLike], out_dir: str | os.P
         image = _random_crop(candidate.load(), crop, rng, candidate.source)
         writer.add(image, "calib", stratum, candidate.source, rain_score=candidate.score)
     return writer.finish({"kind": "media", "sources": [str(s) for s in sources], "count": count,
-                          "crop": list(crop) if crop else None, "seed": seed, "stratified_by": "rain_score terciles"})
+                          "crop": list(crop) if crop else None, "seed": seed, "stratified_by": "rain_score terciles",
+                          "skipped": skipped})

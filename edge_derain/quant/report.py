@@ -31,7 +31,7 @@ from typing import Sequence
 import onnx
 from onnx import TensorProto, helper
 
-from ..utils import atomic_path, atomic_write_json
+from ..utils import atomic_path, atomic_write_json, console, have_matplotlib
 from ..export.graph import UniqueNamer, read_metadata
 from .qdq import quantized_convs_of, resolve_graphs
 
@@ -292,7 +292,6 @@ def _assemble(results: dict, graphs: dict, measured: dict, backend: str, data_di
 
 
 def print_precision_report(report: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     precisions = list(report["precisions"])
@@ -312,16 +311,16 @@ def print_precision_report(report: dict) -> None:
         table.add_row(*row(image["name"], image))
     means = {p: {**e["mean"], "drop_psnr_y": e["drop"]["psnr_y"]} for p, e in report["precisions"].items()}
     table.add_row(*row("[bold]mean", means), end_section=True)
-    console = Console()
-    console.print(table)
+    out = console()
+    out.print(table)
     for precision in precisions:
         entry = report["precisions"][precision]
-        console.print(f"[bold]{precision}[/bold]: PSNR-Y {entry['mean']['psnr_y']:.2f} dB "
+        out.print(f"[bold]{precision}[/bold]: PSNR-Y {entry['mean']['psnr_y']:.2f} dB "
                       f"(drop {entry['drop']['psnr_y']:+.3f} dB, SSIM-Y drop {entry['drop']['ssim_y']:+.4f}), "
                       f"median {entry['median_time_ms']:.1f} ms/image. Measured: {entry['measured']}")
         if "detection" in entry:
             det = entry["detection"]
-            console.print(f"  detector vs clean-image detections: F1 {det['f1']:.3f} (drop {det['drop_f1']:+.3f}), "
+            out.print(f"  detector vs clean-image detections: F1 {det['f1']:.3f} (drop {det['drop_f1']:+.3f}), "
                           f"precision {det['precision']:.3f}, recall {det['recall']:.3f}, AP50 {det['ap50']:.3f}")
 
 
@@ -348,9 +347,10 @@ def plot_precision_report(report: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def write_precision_report(report: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``precision_report.json`` and ``precision_report.png`` into ``out_dir``."""
+def write_precision_report(report: dict, out_dir: str | os.PathLike) -> tuple[Path, Path | None]:
+    """Write ``precision_report.json`` and ``precision_report.png`` into ``out_dir`` (the PNG's path is
+    None without matplotlib)."""
     out_dir = Path(out_dir)
     json_path = out_dir / JSON_NAME
     atomic_write_json(json_path, report)
-    return json_path, plot_precision_report(report, out_dir / PNG_NAME)
+    return json_path, plot_precision_report(report, out_dir / PNG_NAME) if have_matplotlib() else None

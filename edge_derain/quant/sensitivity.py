@@ -209,10 +209,21 @@ def plan_mixed_precision(portable: onnx.ModelProto, table: QuantTable, convs: Se
     groups = layer_groups(convs, by, macs)
     reference = float(np.mean(psnr_y_per_pair(portable, pairs)))
 
+    from tqdm import tqdm
+
+    # Each trial quantizes a graph and runs the held-out frames: tens of seconds in all, so show them going by
+    # (the count is open-ended: the greedy search stops when the budget fits).
+    bar = tqdm(desc=f"INT8 sensitivity ({len(groups)} {by} groups, budget {max_drop_db:g} dB)", unit="trial",
+               leave=False)
+
     def measure(selected: list[str]) -> float:
+        bar.update()
         return reference - float(np.mean(psnr_y_per_pair(insert_qdq(portable, table, selected), pairs)))
 
-    result = greedy_plan(groups, measure, max_drop_db)
+    try:
+        result = greedy_plan(groups, measure, max_drop_db)
+    finally:
+        bar.close()
     int8_names = {g.name for g in result["int8"]}
     int8_convs = [c for g in result["int8"] for c in g.convs]
     return SensitivityPlan(
