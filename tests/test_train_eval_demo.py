@@ -1,4 +1,4 @@
-"""Training loop, evaluation report, derain/demo commands — end to end on the development data."""
+"""Training loop, evaluation report, derain command — end to end on the development data (the demo: test_demo.py)."""
 import json
 
 import numpy as np
@@ -58,6 +58,7 @@ def test_training_smoke_lowers_loss_and_writes_checkpoints(data_dir, tmp_path):
     load_model(tmp_path / "best.safetensors")
 
 
+@pytest.mark.slow  # two training runs and a third that resumes: minutes on a 2-core CPU
 def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
     """A run killed right after its step-10 checkpoint resumes into the same losses as an uninterrupted run."""
     import edge_derain.train as train_module
@@ -92,25 +93,12 @@ def test_eval_report_json_and_csv(data_dir, tmp_path):
     assert csv_path.read_text().splitlines()[-1].startswith("MEAN,")
 
 
+@pytest.mark.slow  # every full-size image of the validation set through PyTorch
 def test_cli_eval_with_shipped_weights_improves_over_rainy_input(data_dir, tmp_path, capsys):
     assert main(["eval", "--data", str(data_dir / "val"), "--out", str(tmp_path), "--quiet"]) == 0
     mean = json.loads((tmp_path / "eval.json").read_text())["mean"]
     assert mean["psnr_y"] > mean["input_psnr_y"]  # the shipped model visibly derains
     assert "dB (derained)" in capsys.readouterr().out
-
-
-def test_demo_derains_the_sample_and_cli_writes_a_clip(tmp_path, capsys):
-    import cv2
-
-    from edge_derain.demo import run_demo
-
-    result = run_demo(TorchBackend(load_model()), tmp_path / "img")
-    assert result.output.exists() and result.frames == 1 and result.fps > 0
-    assert result.psnr_derained > result.psnr_rainy + 1.0  # visibly derains the shipped sample
-    assert main(["demo", "--out", str(tmp_path / "clip"), "--clip", "4"]) == 0
-    assert "frames/s" in capsys.readouterr().out
-    cap = cv2.VideoCapture(str(tmp_path / "clip" / "demo_side_by_side.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
 
 
 def test_cli_derain_and_clean_errors(tmp_path, capsys):
@@ -121,9 +109,10 @@ def test_cli_derain_and_clean_errors(tmp_path, capsys):
     assert main(["derain", str(tmp_path / "in.png"), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "in_derained.png").exists()
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
-    assert main(["derain", str(tmp_path / "bad.mp4"), "--out", str(tmp_path / "out")]) == 2
+    assert main(["derain", str(tmp_path / "bad.mp4"), "--out", str(tmp_path / "out")]) == 1  # a failed item
     err = capsys.readouterr().err
-    assert "cannot open video" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "cannot open video" in err and "Traceback" not in err
+    assert "1 input failed" in err and not (tmp_path / "out" / "bad_derained.mp4").exists()
     assert main(["eval", "--weights", "nope", "--data", str(tmp_path)]) == 2
     assert "shipped names" in capsys.readouterr().err
 
@@ -169,7 +158,7 @@ def test_eval_scores_a_detector_against_its_clean_image_detections(tmp_path, cap
     assert summary["fp32"]["detection"]["drop_f1"] == 0.0
 
 
-@pytest.mark.parametrize("model", ["elf_lw", "recanet"])
+@pytest.mark.parametrize("model", ["elf_lw", pytest.param("recanet", marks=pytest.mark.slow)])  # RECA-Net: ~minutes
 def test_multi_output_models_train_through_the_same_loop(data_dir, tmp_path, model):
     """Two-stage (ELF-LW) and input-derived-target (RECA-Net) losses need no special case in the loop;
     RECA-Net's embedding-consistency target comes from a rain autoencoder trained first."""
