@@ -16,6 +16,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,13 +82,16 @@ def require_tools() -> str:
     return cmake
 
 
-def build_plugins(cache: pytest.Cache, label: str) -> Path:
-    """The whole plugins/ CMake build for header set ``label`` (cached); returns its build directory."""
+def build_plugins(cache: pytest.Cache | None, label: str) -> Path:
+    """The whole plugins/ CMake build for header set ``label`` (cached); returns its build directory.
+
+    ``cache`` is pytest's (None under ``-p no:cacheprovider``: the build then lives in the temp folder)."""
     cmake = require_tools()
     include = include_dir(label)
     arch = ARCH_FOR_SET.get(label, DEFAULT_ARCH)
     key = hashlib.sha256(f"{PLUGINS}\0{include.resolve()}\0{arch}".encode()).hexdigest()[:12]
-    build = cache.mkdir(f"edge_derain_plugins_{label}_{key}")
+    name = f"edge_derain_plugins_{label}_{key}"
+    build = cache.mkdir(name) if cache is not None else Path(tempfile.gettempdir()) / name
     generator = ["-G", "Ninja"] if shutil.which("ninja") and not (build / "CMakeCache.txt").is_file() else []
     configure = [cmake, "-S", str(PLUGINS), "-B", str(build), *generator, "-DCMAKE_BUILD_TYPE=Release",
                  f"-DCMAKE_CUDA_ARCHITECTURES={arch}", f"-DTENSORRT_INCLUDE_DIR={include}"]
