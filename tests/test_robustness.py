@@ -248,6 +248,8 @@ def test_failures_leave_no_output_file_and_happen_before_the_pipeline(tmp_path, 
     captured = capsys.readouterr()
     _one_error_line(captured.err, "YOLO model", "yolo.onnx not found")
     assert captured.out == "" and not list(tmp_path.iterdir())  # failed before any pipeline ran
+    assert main(["run", "--source", "/dev/video77", "--no-derain", "--sink", f"file:{out}"]) == 2
+    _one_error_line(capsys.readouterr().err, "camera /dev/video77 does not exist")
 
 
 @needs_gst

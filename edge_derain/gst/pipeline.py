@@ -792,6 +792,11 @@ def run_pipeline(options: PipelineOptions, *, max_frames: int | None = None, dur
     composed = compose(options)  # fail on bad options before anything starts
     if composed.sink.kind == "display":
         check_display()
+    device = composed.source_location or ""
+    if device.startswith("/dev/") and not Path(device).exists():
+        cameras = ", ".join(sorted(str(p) for p in Path("/dev").glob("video*"))) or "none"
+        raise FileNotFoundError(f"camera {device} does not exist (cameras here: {cameras}); check the cable or pass "
+                                f"another --source")
     stats = PipelineStats(interval=stats_interval)
     runner = PipelineRunner(lambda segment, udp_port: compose(options, segment, udp_port), stats=stats,
                             max_frames=max_frames,
