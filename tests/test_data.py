@@ -700,3 +700,19 @@ def test_presets_grid_cli(tmp_path, capsys):
     assert grid.shape == (80, 240, 3)                                  # 7 tiles + 1 blank, 4 per row
     np.testing.assert_allclose(grid[30:40, :60], image[30:40], atol=1 / 255)   # the clean tile, below its label
     assert not np.allclose(grid[30:40, 60:120], image[30:40], atol=2 / 255)    # drizzle changed something
+
+
+def test_sample_look_fixes_one_shower():
+    renderer = RainRenderer.preset("storm")
+    look = renderer.sample_look(np.random.default_rng(3))
+    for name, value in look.describe().items():
+        if isinstance(value, list):
+            assert value[0] == value[1], name
+            low, high = renderer.describe()[name]
+            assert low <= value[0] <= high, name
+    assert look.directions[0] in (2, 3) and isinstance(look.directions[0], int)
+    clean = random_image(np.random.default_rng(4), 64, 64) * 0.5
+    frames = [look.render(clean, np.random.default_rng(s))[1] for s in range(3)]
+    means = [f.mean() for f in frames]
+    assert not np.array_equal(frames[0], frames[1])              # new drops every frame
+    assert max(means) < 1.6 * min(means)                          # the same amount of rain

@@ -129,6 +129,20 @@ class RainRenderer:
             raise ValueError(f"unknown rain intensity {intensity!r}; choose from {', '.join(PRESETS)}")
         return replace(cls(**PRESETS[intensity]), **overrides)
 
+    def sample_look(self, rng: np.random.Generator) -> "RainRenderer":
+        """This renderer with every range collapsed to one drawn value: one shower whose density, streak
+        size, angle and haze stay fixed while each frame gets new drops (rain in a video does not change
+        its character from frame to frame). Whole-number ranges (directions, depth planes) keep their
+        drawn integer."""
+        fixed = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                drawn = (int(rng.integers(value[0], value[1] + 1)) if f.name in ("directions", "depth_layers")
+                         else float(rng.uniform(*value)))
+                fixed[f.name] = (drawn, drawn)
+        return replace(self, **fixed)
+
     def describe(self) -> dict:
         """The renderer's ranges as plain JSON (recorded in training sidecars)."""
         out = {}

@@ -433,7 +433,9 @@ def read_roi_meta(buf) -> list[dict]:
 
 class RainRenderElement(_VideoStage):
     """Render synthetic rain (``edge_derain.data.RainRenderer``) into each frame: a rainy test source.
-    Frame ``n`` uses ``default_rng([seed, n])``, so a run is reproducible and independent of drops."""
+    One shower per run: its look (density, streak size, angle, haze) is drawn once from the preset with
+    ``seed``, and frame ``n`` gets new drops from ``default_rng([seed, n])``, so a run is reproducible,
+    independent of drops, and its rain does not flicker between frames."""
 
     __gtype_name__ = "GstRainRender"
     __gstmetadata__ = ("Rain renderer", "Filter/Effect/Video",
@@ -460,7 +462,7 @@ class RainRenderElement(_VideoStage):
     def start_stage(self):
         from ..data import RainRenderer
 
-        self.renderer = RainRenderer.preset(self.intensity)
+        self.renderer = RainRenderer.preset(self.intensity).sample_look(np.random.default_rng([self.seed, 2**31]))
         self.frame_index = 0
 
     def process(self, buf):
