@@ -46,8 +46,9 @@ class Mp4Writer:
         Gst = require_gst()
         num, den = Gst.util_double_to_fraction(self.fps)
         caps = f"video/x-raw,format=RGB,width={width},height={height},framerate={num}/{den}"
+        # videoconvert first: a Jetson's nvvidconv takes RGBA/BGRx, not the packed RGB pushed here
         description = element("appsrc", "frames", format="time", caps=caps, block=True,
-                              max_bytes=4 * 3 * width * height) + " ! " + self._fragment
+                              max_bytes=4 * 3 * width * height) + " ! videoconvert ! " + self._fragment
         self._pipeline = Gst.parse_launch(description)
         self._appsrc = self._pipeline.get_by_name("frames")
         if self._pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
