@@ -165,7 +165,7 @@ def _eval_precisions(args) -> int:
     json_path, png_path = write_precision_report(report, args.out)
     print_precision_report(report)
     _print_written(json_path, png_path)
-    return 0
+    return _report_failures([(f"{f['name']} ({f['precision']})", f["error"]) for f in report["failed"]], "image")
 
 
 def cmd_calibrate(args) -> int:

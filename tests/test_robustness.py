@@ -114,7 +114,7 @@ def test_derain_on_a_folder_goes_on_past_bad_files(tmp_path, capsys):
     assert "Traceback" not in captured.err and captured.out.count(" -> ") == 2
 
 
-def test_eval_goes_on_past_a_bad_pair(tmp_path, capsys):
+def test_eval_goes_on_past_a_bad_pair(exported, tmp_path, capsys):
     from edge_derain.data import write_image
 
     data = tmp_path / "val"
@@ -131,6 +131,12 @@ def test_eval_goes_on_past_a_bad_pair(tmp_path, capsys):
     report = json.loads((tmp_path / "report" / "eval.json").read_text())
     assert report["count"] == 2 and [f["name"] for f in report["failed"]] == ["c.png"]
     assert "1 image failed" in err and "c.png" in err and "Traceback" not in err
+    assert main(["eval", "--precisions", "fp32,fp16", "--onnx", str(exported[0]), "--data", str(data), "--out",
+                 str(tmp_path / "precisions"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    report = json.loads((tmp_path / "precisions" / "precision_report.json").read_text())
+    assert [image["name"] for image in report["images"]] == ["a.png", "b.png"] and report["count"] == 2
+    assert "2 images failed" in err and "c.png (fp16)" in err and "Traceback" not in err
 
 
 def test_calibrate_collect_goes_on_past_bad_sources(tmp_path, capsys):

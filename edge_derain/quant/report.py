@@ -263,11 +263,14 @@ def precision_report(onnx_path: str | os.PathLike, data_dir: str | os.PathLike,
 
 def _assemble(results: dict, graphs: dict, measured: dict, backend: str, data_dir: Path, plugin: Path) -> dict:
     reference = results["fp32"]
+    rows = {precision: {row["name"]: row for row in result["images"]} for precision, result in results.items()}
     images = []
-    for index, row in enumerate(reference["images"]):
+    for row in reference["images"]:
+        if not all(row["name"] in by_name for by_name in rows.values()):
+            continue  # an image one of the runs could not take: listed under "failed"
         entry = {"name": row["name"]}
-        for precision, result in results.items():
-            other = result["images"][index]
+        for precision in results:
+            other = rows[precision][row["name"]]
             values = {key: other[key] for key in _METRICS}
             if precision != "fp32":
                 values.update({f"drop_{key}": row[key] - other[key] for key in _METRICS})
@@ -288,7 +291,8 @@ def _assemble(results: dict, graphs: dict, measured: dict, backend: str, data_di
                 **detection, "drop_f1": reference["detection"]["derained"]["f1"] - detection["f1"]}
     return {"backend": backend, "data": str(data_dir), "model_graph": str(plugin), "count": reference["count"],
             "reference": "fp32", "drop_definition": "FP32 minus precision (positive = worse)",
-            "precisions": summary, "images": images}
+            "precisions": summary, "images": images,
+            "failed": [dict(item, precision=p) for p, result in results.items() for item in result["failed"]]}
 
 
 def print_precision_report(report: dict) -> None:
