@@ -13,6 +13,19 @@ from pathlib import Path
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, FloatingPointError, ImportError)
 
 
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's ``dest`` and prints one deprecation line."""
+
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is deprecated here, use {self.new_flag} "
+              f"({option_string} now means the PyTorch device only)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _parse_kv(items: list[str]) -> dict:
     """``key=value`` pairs; values parsed as JSON when possible (numbers, lists, booleans)."""
     out = {}
@@ -411,7 +424,7 @@ def cmd_build(args) -> int:
         onnx_path = export_model(model, (args.cache_dir and Path(args.cache_dir) or cache_dir("onnx")) / stem,
                                  portable=False).plugin_path
     engine = _engine_cache(args).get_or_build(onnx_path, precision=args.precision,
-                                              shapes=ShapeProfile.parse(args.shapes), target=args.device,
+                                              shapes=ShapeProfile.parse(args.shapes), target=args.target,
                                               verbose_log_path=args.log, rebuild=args.rebuild, typing=args.typing)
     sidecar = engine.sidecar
     state = "built" if engine.built else "cached"
@@ -782,9 +795,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
     p.add_argument("--shapes", default="1x3x256x256:1x3x720x1280:1x3x1088x1920",
                    help="optimisation profile min:opt:max (NxCxHxW, H and W multiples of the model's multiple)")
-    p.add_argument("--device", default="auto",
+    p.add_argument("--target", default="auto",
                    help="auto (the local GPU; without one TensorRT-RTX builds for sm86,sm89,sm120) or targets "
                         "like sm86 / sm86,sm89 (TensorRT-RTX builds for GPUs it does not have)")
+    p.add_argument("--device", dest="target", action=_DeprecatedAlias, new_flag="--target",
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", default=None, help="engine cache folder (default: ~/.cache/edge_derain/engines)")
     p.add_argument("--log", default=None, help="write the verbose build log here")
     p.add_argument("--rebuild", action="store_true", help="ignore a cached engine")

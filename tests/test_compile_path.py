@@ -44,7 +44,7 @@ def test_portable_graph_builds_without_plugins(rtx, exported, tmp_path):
 
 
 def test_cli_build_model_uses_cache_and_info_lists_it(rtx, tmp_path, capsys):
-    args = ["build", "--model", "efderain", "--precision", "fp16", "--device", "sm86,sm89",
+    args = ["build", "--model", "efderain", "--precision", "fp16", "--target", "sm86,sm89",
             "--shapes", "1x3x64x64:1x3x256x256:1x3x512x512", "--cache-dir", str(tmp_path)]
     assert main(args) == 0
     first = capsys.readouterr().out
@@ -96,7 +96,24 @@ def test_cache_key_covers_the_fp16_pass_and_the_plugin_library(rtx, exported, tm
 
 def test_cli_weak_typing_needs_a_flavour_with_precision_flags(rtx, exported, tmp_path, capsys):
     assert main(["build", "--onnx", str(exported.plugin_path), "--precision", "int8", "--weak-typing",
-                 "--device", "sm86", "--cache-dir", str(tmp_path)]) == 2
+                 "--target", "sm86", "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "builds strongly typed networks only" in err and "--weak-typing" in err
     assert not list(tmp_path.glob("*.engine"))
+
+
+def test_build_device_is_the_deprecated_spelling_of_target(rtx, exported, tmp_path, capsys):
+    # `--device` means the PyTorch device everywhere else; on `build` it still names the targets, with one warning line.
+    assert main(["build", "--onnx", str(exported.plugin_path), "--precision", "int8", "--weak-typing",
+                 "--device", "sm86", "--cache-dir", str(tmp_path)]) == 2
+    warning, error = capsys.readouterr().err.strip().splitlines()
+    assert warning == ("edge-derain build: warning: --device is deprecated here, use --target "
+                       "(--device now means the PyTorch device only)")
+    assert "builds strongly typed networks only" in error
+    from edge_derain.cli import build_parser
+
+    assert build_parser().parse_args(["build", "--device", "sm86,sm89"]).target == "sm86,sm89"
+    assert "deprecated" in capsys.readouterr().err
+    assert build_parser().parse_args(["build", "--target", "sm89"]).target == "sm89"
+    assert build_parser().parse_args(["build"]).target == "auto"
+    assert "deprecated" not in capsys.readouterr().err

@@ -320,7 +320,7 @@ def test_check_engine_compatible_from_sidecar(caplog):
         check_engine_compatible(sidecar, orin)
     assert str(err.value) == ("engine built for sm86 / tensorrt_rtx 1.2.0 but this device is sm87 / tensorrt 10.3.0; "
                               "rebuild with: edge-derain build --onnx /models/efderain.onnx --precision fp16 "
-                              "--device sm87")
+                              "--target sm87")
     check_engine_compatible(sidecar, DeviceFingerprint("tensorrt_rtx", "1.2.0", ("sm86",), "RTX 3090"))
     with pytest.raises(EngineMismatchError, match="tensorrt_rtx 1.3.0"):  # versions must match exactly
         check_engine_compatible(sidecar, DeviceFingerprint("tensorrt_rtx", "1.3.0", ("sm86",)))
@@ -517,7 +517,7 @@ def test_engine_cache_hit_miss_and_sidecar(tmp_path):
     assert sidecar["layer_summary"]["plugin_layers"][0]["plugin"] == "DilationFilter"
     assert sidecar["layer_summary"]["datatypes"] == ["Float"] and sidecar["build_seconds"] > 0
     check_engine_compatible(first.engine_path, DeviceFingerprint(_FLAVOUR.name, _FLAVOUR.version, ("sm86",)))
-    with pytest.raises(EngineMismatchError, match="--device sm87$"):
+    with pytest.raises(EngineMismatchError, match="--target sm87$"):
         check_engine_compatible(first.engine_path, DeviceFingerprint("tensorrt", "10.3.0", ("sm87",)))
 
     make_plugin_onnx(onnx_path, seed=1)  # new weights: new ONNX hash, so a new engine

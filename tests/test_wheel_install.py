@@ -1,5 +1,5 @@
 """A non-editable install works: ``pip wheel .`` on the files a clone holds, the wheel installed into a fresh
-virtualenv, and the tool run from outside the checkout (``demo``, ``run --print-pipeline``, ``build --device
+virtualenv, and the tool run from outside the checkout (``demo``, ``run --print-pipeline``, ``build --target
 sm86``), so pipelines/, the kernel sources and the default calibration recipe must come from the wheel.
 
 The fresh virtualenv borrows the already-installed dependencies (torch, onnxruntime, TensorRT-RTX, ...) by
@@ -83,7 +83,7 @@ def test_print_pipeline_from_the_wheel(wheel_env):
 
 def test_build_for_sm86_from_the_wheel(rtx, wheel_env):
     _, tool, env, root = wheel_env
-    out = _run([str(tool), "build", "--model", "efderain", "--device", "sm86", "--shapes", "1x3x64x64",
+    out = _run([str(tool), "build", "--model", "efderain", "--target", "sm86", "--shapes", "1x3x64x64",
                 "--cache-dir", str(root / "engines")], cwd=root, env=env).stdout
     assert out.startswith("built: ") and "targets sm86" in out and "python plugin" in out and "DilationFilter" in out
 

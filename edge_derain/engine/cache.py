@@ -210,7 +210,7 @@ def check_engine_compatible(sidecar: dict | str | os.PathLike, current: DeviceFi
         raise EngineMismatchError(
             f"engine built for {built.target_label} / {built.flavour} {built.version} but this device is "
             f"{device_target} / {current.flavour} {current.version}; rebuild with: edge-derain build "
-            f"--onnx {sidecar.get('onnx_path', '<model.onnx>')} --precision {key.precision} --device {device_target}")
+            f"--onnx {sidecar.get('onnx_path', '<model.onnx>')} --precision {key.precision} --target {device_target}")
     if built.gpu_name and current.gpu_name and built.gpu_name != current.gpu_name:
         log.warning("engine was tuned on %s, running on %s: it works but may be slower than a native build",
                     built.gpu_name, current.gpu_name)
