@@ -20,8 +20,7 @@ H100 = CudaDevice(0, "NVIDIA H100 80GB HBM3", (9, 0), 80 << 30)
 RTX_4090 = CudaDevice(0, "NVIDIA GeForce RTX 4090", (8, 9), 24 << 30)
 ORT_CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 ORT_CPU = ["CPUExecutionProvider"]
-TRT10 = TensorRTFlavour("tensorrt", "10.3.0", None, has_precision_flags=True, has_implicit_int8=True,
-                        supports_targets=False)
+TRT10 = TensorRTFlavour("tensorrt", "10.3.0", None, has_precision_flags=True, supports_targets=False)
 
 
 def _rtx() -> TensorRTFlavour:
@@ -30,7 +29,7 @@ def _rtx() -> TensorRTFlavour:
     except TensorRTUnavailable:
         targets = ["SM75", "SM80", "SM86", "SM89", "SM120", "SM121"]  # TensorRT-RTX 1.7
         module = type("RTX", (), {"ComputeCapability": enum.Enum("ComputeCapability", ["CURRENT", *targets])})
-        flavour = TensorRTFlavour("tensorrt_rtx", "1.7", module, False, False, True)
+        flavour = TensorRTFlavour("tensorrt_rtx", "1.7", module, False, True)
     assert "sm87" not in flavour.supported_targets() and "sm90" not in flavour.supported_targets()
     return flavour
 

@@ -82,8 +82,7 @@ def fake_flavour(name="tensorrt", version="10.3.0", flags=True, targets=()):
     if targets:
         module = type("FakeTRT", (), {"ComputeCapability": enum.Enum(
             "ComputeCapability", ["NONE", "CURRENT"] + [t.upper() for t in targets])})
-    return TensorRTFlavour(name, version, module, has_precision_flags=flags, has_implicit_int8=flags,
-                           supports_targets=bool(targets))
+    return TensorRTFlavour(name, version, module, has_precision_flags=flags, supports_targets=bool(targets))
 
 
 RTX = fake_flavour("tensorrt_rtx", "1.7.1.116", flags=False, targets=("sm75", "sm86", "sm89", "sm120"))

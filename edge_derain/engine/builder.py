@@ -512,13 +512,9 @@ def find_plugin_library() -> Path | None:
     checkout (``build/plugins/libedge_derain_plugins.so``), else None (the Python plugin is used)."""
     from . import kernel_lib
 
-    explicit = os.environ.get(PLUGIN_LIBRARY_ENV)
+    explicit = kernel_lib.library_from_env(PLUGIN_LIBRARY_ENV, PLUGIN_LIBRARY_NAME, unset_means="use the Python plugin")
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise FileNotFoundError(f"{PLUGIN_LIBRARY_ENV}={explicit} does not exist; point it at a built "
-                                    f"{PLUGIN_LIBRARY_NAME} or unset it to use the Python plugin")
-        return path
+        return explicit
     try:
         built = kernel_lib.plugin_source_dir().parent / "build" / "plugins" / PLUGIN_LIBRARY_NAME
     except FileNotFoundError:  # installed without the plugins/ sources: no CMake build either

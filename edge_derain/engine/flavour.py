@@ -58,7 +58,6 @@ class TensorRTFlavour:
     version: str
     module: Any = field(repr=False, compare=False, hash=False)
     has_precision_flags: bool  # BuilderFlag.FP16 / INT8 exist (tensorrt 10.x)
-    has_implicit_int8: bool  # INT8 entropy calibrators exist (tensorrt 10.x)
     supports_targets: bool  # can build for compute capabilities other than the local GPU's
 
     @property
@@ -81,7 +80,6 @@ def _describe(name: str, module) -> TensorRTFlavour:
         version=str(getattr(module, "__version__", "unknown")),
         module=module,
         has_precision_flags="FP16" in flags,
-        has_implicit_int8="INT8" in flags and hasattr(module, "IInt8EntropyCalibrator2"),
         supports_targets=hasattr(module, "ComputeCapability")
         and hasattr(module.IBuilderConfig, "set_compute_capability"),
     )

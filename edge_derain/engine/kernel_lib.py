@@ -99,11 +99,6 @@ def max_head_channels() -> int:
     return int(_header_define("EDR_MAX_HEAD_CHANNELS"))
 
 
-def max_attention_branches() -> int:
-    """``EDR_MAX_ATTENTION_BRANCHES``: the most attention branches (dense + sparse) per call."""
-    return int(_header_define("EDR_MAX_ATTENTION_BRANCHES"))
-
-
 def _normalize_arch(arch: str | int) -> str:
     digits = str(arch).lower().removeprefix("sm_").removeprefix("compute_").replace(".", "")
     if not digits.isdigit() or len(digits) < 2:
@@ -187,16 +182,24 @@ def cmake_build_path() -> Path:
     return plugin_source_dir().parent / "build" / "plugins" / LIBRARY_NAME
 
 
+def library_from_env(variable: str, library_name: str, unset_means: str) -> Path | None:
+    """The library an environment variable names (None when unset); one line naming the fix when it is missing."""
+    explicit = os.environ.get(variable)
+    if not explicit:
+        return None
+    path = Path(explicit)
+    if not path.is_file():
+        raise FileNotFoundError(f"{variable}={explicit} does not exist; point it at a built {library_name} "
+                                f"or unset it to {unset_means}")
+    return path
+
+
 def kernel_library_path() -> Path:
     """The library to load: ``$EDGE_DERAIN_KERNEL_LIB`` > the CMake build in the checkout > the user
     cache, compiling it there with nvcc if it is not there yet."""
-    explicit = os.environ.get(ENV_LIBRARY)
+    explicit = library_from_env(ENV_LIBRARY, LIBRARY_NAME, unset_means="build one automatically")
     if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise FileNotFoundError(f"{ENV_LIBRARY}={explicit} does not exist; point it at a built {LIBRARY_NAME} "
-                                    f"or unset it to build one automatically")
-        return path
+        return explicit
     cmake_built = cmake_build_path()
     if cmake_built.is_file():
         newest_source = max(p.stat().st_mtime for p in kernel_sources())
