@@ -77,7 +77,7 @@ def draw(path: Path = OUT) -> Path:
     ax.text(2.0, CHAIN_Y + 0.68, "data flows one way: each stage imports only the stage before it",
             ha="center", fontsize=10, style="italic")
     ax.text(2.0, -0.55, "benchmarks/ measures every stage → benchmarks/results/*.json → tables in BENCHMARKS.md;"
-            "   edge_derain/cli.py is a thin command layer over all of them", ha="center", fontsize=9)
+            "   edge_derain/cli/ is a thin command layer over all of them", ha="center", fontsize=9)
     ax.text(-1.0, CHAIN_Y, "shipped weights\nedge_derain/weights/", ha="center", va="center", fontsize=8,
             family="monospace")
     _arrow(ax, (-0.6, CHAIN_Y), (-BOX_W / 2, CHAIN_Y))
