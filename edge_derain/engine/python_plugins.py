@@ -18,6 +18,7 @@ and their ``...Creator`` names as module attributes resolve to the classes of th
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -187,38 +188,180 @@ def check_attention_runtime_shapes(config: AttentionConfig, shapes: Sequence[Seq
                          f"({config.num_branches},) for mode {config.mode!r}")
 
 
-def _dilation_filter_classes(trt) -> tuple[type, type]:
-    linear = trt.TensorFormat.LINEAR
-    float_types = (trt.DataType.FLOAT, trt.DataType.HALF)
+@contextlib.contextmanager
+def _recording_errors():
+    """Record a ValueError raised inside for the builder's report, and let it go on."""
+    try:
+        yield
+    except ValueError as exc:
+        plugin_errors.append(str(exc))
+        raise
 
-    class DilationFilterPlugin(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild,
-                               trt.IPluginV3OneRuntime):
-        def __init__(self, dilations: Iterable[int] = DEFAULT_DILATIONS):
+
+def _fail(message: str) -> None:
+    """Record a build-time error for the builder's report and raise it (the parser turns it into an invalid node)."""
+    plugin_errors.append(message)
+    raise ValueError(message)
+
+
+class _PluginPlumbing:
+    """The ``IPluginV3`` plumbing both plugins share: identity, one output, clone and attach by re-creating from
+    the plugin's one constructor argument, no tactics, linear FP32/FP16 formats, the kernel launcher bound on the
+    first enqueue. Mixed into classes that derive from the TensorRT module in use (see :func:`_plugin_bases`)."""
+
+    linear = float_types = None  # the TensorRT module's LINEAR format and FP32/FP16 types, set per module
+
+    def _init_plumbing(self, name: str) -> None:
+        self.plugin_name = name
+        self.plugin_version = PLUGIN_VERSION
+        self.plugin_namespace = PLUGIN_NAMESPACE
+        self.num_outputs = 1
+        self._launch = None  # bound on the first enqueue
+
+    def constructor_argument(self):
+        """What ``clone`` passes to the plugin's constructor."""
+        raise NotImplementedError
+
+    def type_fits(self, pos, in_out, num_inputs) -> bool:
+        """Whether the (linear, float) type at ``pos`` agrees with the others the plugin ties it to."""
+        raise NotImplementedError
+
+    # --- core -----------------------------------------------------------------------------
+    def get_capability_interface(self, capability_type):
+        return self
+
+    def clone(self):
+        return type(self)(self.constructor_argument())
+
+    # --- build ----------------------------------------------------------------------------
+    def supports_format_combination(self, pos, in_out, num_inputs):
+        # An exception escaping this callback aborts the process in some TensorRT versions.
+        try:
+            desc = in_out[pos].desc
+            linear_float = desc.format == self.linear and desc.type in self.float_types
+            return linear_float and self.type_fits(pos, in_out, num_inputs)
+        except Exception:  # log and decline instead of letting it escape (see above)
+            log.exception("%s.supports_format_combination failed at position %s", self.plugin_name, pos)
+            return False
+
+    def configure_plugin(self, inputs, outputs):
+        # One kernel per dtype and no tactics: nothing to choose. Shape checks that may raise live
+        # in get_output_shapes / on_shape_change, because raising here aborts some TensorRT versions.
+        return None
+
+    # --- runtime --------------------------------------------------------------------------
+    def attach_to_context(self, context):
+        return self.clone()
+
+    def set_tactic(self, tactic):
+        return None  # no tactics are offered (get_valid_tactics keeps its empty default)
+
+    def launcher(self, name: str):
+        """``kernel_lib.<name>`` bound to the loaded kernel library, on the first call only: ahead-of-time
+        builds run on machines without the compiled kernels or a GPU."""
+        if self._launch is None:
+            from . import kernel_lib
+            self._launch = functools.partial(getattr(kernel_lib, name), lib=kernel_lib.load_kernel_library())
+        return self._launch
+
+
+class _CreatorPlumbing:
+    """The plugin-creator side both plugins share: identity, the field names, and ``create_plugin`` turning fields
+    into a plugin while recording why it could not for the builder's report."""
+
+    def _init_plumbing(self, name: str, field_names) -> None:
+        self.name = name
+        self.plugin_version = PLUGIN_VERSION
+        self.plugin_namespace = PLUGIN_NAMESPACE
+        self.field_names = field_names
+
+    def plugin_from_fields(self, field_collection):
+        raise NotImplementedError
+
+    def create_plugin(self, name, field_collection, phase):
+        try:
+            return self.plugin_from_fields(field_collection)
+        except Exception as exc:
+            plugin_errors.append(f"{name or self.name}: {exc}")
+            raise
+
+
+def _plugin_bases(trt) -> tuple[type, type]:
+    """The plumbing mixed into ``trt``'s plugin and creator bases: what each plugin class derives from."""
+
+    class EdgeDerainPlugin(_PluginPlumbing, trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild,
+                           trt.IPluginV3OneRuntime):
+        linear = trt.TensorFormat.LINEAR
+        float_types = (trt.DataType.FLOAT, trt.DataType.HALF)
+
+        def __init__(self, name: str):
             trt.IPluginV3.__init__(self)
             trt.IPluginV3OneCore.__init__(self)
             trt.IPluginV3OneBuild.__init__(self)
             trt.IPluginV3OneRuntime.__init__(self)
-            self.plugin_name = DILATION_FILTER
-            self.plugin_version = PLUGIN_VERSION
-            self.plugin_namespace = PLUGIN_NAMESPACE
-            self.num_outputs = 1
+            self._init_plumbing(name)
+
+    class EdgeDerainPluginCreator(_CreatorPlumbing, trt.IPluginCreatorV3One):
+        def __init__(self, name: str, fields: Sequence[tuple[str, type, str]]):
+            """``fields``: (name, NumPy dtype, PluginFieldType name) of each field the plugin takes."""
+            trt.IPluginCreatorV3One.__init__(self)
+            self._init_plumbing(name, trt.PluginFieldCollection([
+                trt.PluginField(field, np.array([], dtype=dtype), getattr(trt.PluginFieldType, kind))
+                for field, dtype, kind in fields]))
+
+    return EdgeDerainPlugin, EdgeDerainPluginCreator
+
+
+def _check_attention_build_inputs(config: AttentionConfig, inputs) -> None:
+    """The input count, ranks and (where constant) channels of a TransposedAttention node at build time."""
+    allowed = (5,) if config.needs_weights else (4, 5)
+    if len(inputs) not in allowed:
+        raise ValueError(f"TransposedAttention mode {config.mode!r} takes {' or '.join(map(str, allowed))} inputs "
+                         f"(q, k, v, temperature, branch_weights), got {len(inputs)}")
+    if any(len(x) != 4 for x in inputs[:3]):
+        raise ValueError("TransposedAttention q, k and v must be 4-D NCHW")
+    channels = inputs[0][1]
+    check_attention_channels(config, channels.get_constant_value() if channels.is_constant() else None)
+
+
+def _attention_field_values(config: AttentionConfig) -> list[tuple[str, np.ndarray, str]]:
+    """(name, values, PluginFieldType name) of the fields a TransposedAttention plugin serialises."""
+    return [("num_heads", np.asarray([config.num_heads], dtype=np.int32), "INT32"),
+            ("mode", np.frombuffer(config.mode.encode(), dtype=np.int8).copy(), "CHAR"),
+            ("topk", np.asarray(config.topk, dtype=np.int32), "INT32"),
+            ("eps", np.asarray([config.eps], dtype=np.float32), "FLOAT32")]
+
+
+def _attention_workspace_size(config: AttentionConfig, dims) -> int:
+    """The kernels' scratch for an NCHW input of ``dims`` (the profile's largest at build time)."""
+    from . import kernel_lib  # pure Python sizing: build machines need no compiled kernels
+
+    n, c, h, w = (int(v) for v in dims)
+    return kernel_lib.transposed_attention_workspace_size(n, c, h, w, config.num_heads)
+
+
+def _kernel_dtype(trt, dtype) -> int:
+    return 0 if dtype == trt.DataType.FLOAT else 1  # kernel_lib's EDR_FLOAT32 / EDR_FLOAT16
+
+
+def _dilation_filter_classes(trt, bases: tuple[type, type]) -> tuple[type, type]:
+    plugin_base, creator_base = bases
+
+    class DilationFilterPlugin(plugin_base):
+        def __init__(self, dilations: Iterable[int] = DEFAULT_DILATIONS):
+            super().__init__(DILATION_FILTER)
             self.dilations = validate_dilations(dilations)
-            self._launch = None  # bound on the first enqueue
 
-        # --- core -----------------------------------------------------------------------------
-        def get_capability_interface(self, capability_type):
-            return self
+        def constructor_argument(self):
+            return self.dilations
 
-        def clone(self):
-            return DilationFilterPlugin(self.dilations)
+        def type_fits(self, pos, in_out, num_inputs) -> bool:
+            return in_out[pos].desc.type == in_out[0].desc.type
 
-        # --- build ----------------------------------------------------------------------------
         def get_output_data_types(self, input_types):
             if input_types[0] != input_types[1]:
-                message = (f"DilationFilter image and kernels must share one dtype, got {input_types[0].name} "
-                           f"and {input_types[1].name}; cast both to the same precision in the ONNX")
-                plugin_errors.append(message)
-                raise ValueError(message)
+                _fail(f"DilationFilter image and kernels must share one dtype, got {input_types[0].name} "
+                      f"and {input_types[1].name}; cast both to the same precision in the ONNX")
             return [input_types[0]]
 
         def get_output_shapes(self, inputs, shape_inputs, expr_builder):
@@ -226,32 +369,13 @@ def _dilation_filter_classes(trt) -> tuple[type, type]:
             if len(inputs) != 2 or len(inputs[0]) != 4 or len(inputs[1]) != 4:
                 raise ValueError("DilationFilter takes two 4-D NCHW inputs (image, kernels)")
             channels = [x[1].get_constant_value() if x[1].is_constant() else None for x in inputs]
-            try:
+            with _recording_errors():
                 check_channels(*channels)
-            except ValueError as exc:
-                plugin_errors.append(str(exc))
-                raise
             out = trt.DimsExprs(inputs[0])
             out[1] = expr_builder.operation(trt.DimensionOperation.PROD, inputs[0][1],
                                             expr_builder.constant(len(self.dilations)))
             return [out]
 
-        def supports_format_combination(self, pos, in_out, num_inputs):
-            # An exception escaping this callback aborts the process in some TensorRT versions.
-            try:
-                desc = in_out[pos].desc
-                return (desc.format == linear and desc.type in float_types
-                        and desc.type == in_out[0].desc.type)
-            except Exception:  # log and decline instead of letting it escape (see above)
-                log.exception("DilationFilter.supports_format_combination failed at position %s", pos)
-                return False
-
-        def configure_plugin(self, inputs, outputs):
-            # One kernel per dtype and no tactics: nothing to choose. Shape checks that may raise live
-            # in get_output_shapes / on_shape_change, because raising here aborts some TensorRT versions.
-            return None
-
-        # --- runtime --------------------------------------------------------------------------
         def get_fields_to_serialize(self):
             return trt.PluginFieldCollection([
                 trt.PluginField("dilations", np.asarray(self.dilations, dtype=np.int32),
@@ -260,172 +384,78 @@ def _dilation_filter_classes(trt) -> tuple[type, type]:
         def on_shape_change(self, inputs, outputs):
             check_runtime_shapes(tuple(inputs[0].dims), tuple(inputs[1].dims))
 
-        def attach_to_context(self, context):
-            return self.clone()
-
-        def set_tactic(self, tactic):
-            return None  # no tactics are offered (get_valid_tactics keeps its empty default)
-
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
-            if self._launch is None:
-                # Imported here, never at build time: ahead-of-time builds run on machines without
-                # the compiled kernels or a GPU.
-                from . import kernel_lib
-                self._launch = functools.partial(kernel_lib.launch_dilation_filter,
-                                                 lib=kernel_lib.load_kernel_library())
+            launch = self.launcher("launch_dilation_filter")
             n, c, h, w = (int(v) for v in input_desc[0].dims)
-            dtype = 0 if input_desc[0].type == trt.DataType.FLOAT else 1  # kernel_lib's EDR_FLOAT32 / EDR_FLOAT16
-            self._launch(int(inputs[0]), int(inputs[1]), int(outputs[0]), dtype, n, c, h, w, self.dilations,
-                         int(stream))
+            launch(int(inputs[0]), int(inputs[1]), int(outputs[0]), _kernel_dtype(trt, input_desc[0].type),
+                   n, c, h, w, self.dilations, int(stream))
 
-    class DilationFilterPluginCreator(trt.IPluginCreatorV3One):
+    class DilationFilterPluginCreator(creator_base):
         def __init__(self):
-            trt.IPluginCreatorV3One.__init__(self)
-            self.name = DILATION_FILTER
-            self.plugin_version = PLUGIN_VERSION
-            self.plugin_namespace = PLUGIN_NAMESPACE
-            self.field_names = trt.PluginFieldCollection([
-                trt.PluginField("dilations", np.array([], dtype=np.int32), trt.PluginFieldType.INT32)])
+            super().__init__(DILATION_FILTER, [("dilations", np.int32, "INT32")])
 
-        def create_plugin(self, name, field_collection, phase):
-            try:
-                return DilationFilterPlugin(dilations_from_fields(field_collection))
-            except Exception as exc:
-                plugin_errors.append(f"{name or DILATION_FILTER}: {exc}")
-                raise
+        def plugin_from_fields(self, field_collection):
+            return DilationFilterPlugin(dilations_from_fields(field_collection))
 
     return DilationFilterPlugin, DilationFilterPluginCreator
 
 
-def _transposed_attention_classes(trt) -> tuple[type, type]:
-    linear = trt.TensorFormat.LINEAR
-    float_types = (trt.DataType.FLOAT, trt.DataType.HALF)
+def _transposed_attention_classes(trt, bases: tuple[type, type]) -> tuple[type, type]:
+    plugin_base, creator_base = bases
 
-    def kernel_dtype(dtype) -> int:
-        return 0 if dtype == trt.DataType.FLOAT else 1  # kernel_lib's EDR_FLOAT32 / EDR_FLOAT16
-
-    class TransposedAttentionPlugin(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild,
-                                    trt.IPluginV3OneRuntime):
+    class TransposedAttentionPlugin(plugin_base):
         def __init__(self, config: AttentionConfig):
-            trt.IPluginV3.__init__(self)
-            trt.IPluginV3OneCore.__init__(self)
-            trt.IPluginV3OneBuild.__init__(self)
-            trt.IPluginV3OneRuntime.__init__(self)
-            self.plugin_name = TRANSPOSED_ATTENTION
-            self.plugin_version = PLUGIN_VERSION
-            self.plugin_namespace = PLUGIN_NAMESPACE
-            self.num_outputs = 1
+            super().__init__(TRANSPOSED_ATTENTION)
             self.config = config
-            self._launch = None  # bound on the first enqueue
 
-        # --- core -----------------------------------------------------------------------------
-        def get_capability_interface(self, capability_type):
-            return self
+        def constructor_argument(self):
+            return self.config
 
-        def clone(self):
-            return TransposedAttentionPlugin(self.config)
+        def type_fits(self, pos, in_out, num_inputs) -> bool:
+            if pos < 3 or pos == num_inputs:  # q, k, v and the output: one data type
+                return in_out[pos].desc.type == in_out[0].desc.type
+            return pos == 3 or in_out[pos].desc.type == in_out[3].desc.type  # the parameters: another one
 
-        # --- build ----------------------------------------------------------------------------
         def get_output_data_types(self, input_types):
             if len(set(input_types[:3])) != 1 or len(set(input_types[3:])) > 1:
-                message = (f"TransposedAttention q, k, v must share one dtype and temperature / branch_weights "
-                           f"another, got {[t.name for t in input_types]}; cast them in the ONNX")
-                plugin_errors.append(message)
-                raise ValueError(message)
+                _fail(f"TransposedAttention q, k, v must share one dtype and temperature / branch_weights "
+                      f"another, got {[t.name for t in input_types]}; cast them in the ONNX")
             return [input_types[0]]
 
         def get_output_shapes(self, inputs, shape_inputs, expr_builder):
             # Raising here is safe: the parser turns it into an "invalid node" error.
-            try:
-                allowed = (5,) if self.config.needs_weights else (4, 5)
-                if len(inputs) not in allowed:
-                    raise ValueError(f"TransposedAttention mode {self.config.mode!r} takes "
-                                     f"{' or '.join(map(str, allowed))} inputs (q, k, v, temperature, "
-                                     f"branch_weights), got {len(inputs)}")
-                if any(len(x) != 4 for x in inputs[:3]):
-                    raise ValueError("TransposedAttention q, k and v must be 4-D NCHW")
-                channels = inputs[0][1]
-                check_attention_channels(self.config,
-                                         channels.get_constant_value() if channels.is_constant() else None)
-            except ValueError as exc:
-                plugin_errors.append(str(exc))
-                raise
+            with _recording_errors():
+                _check_attention_build_inputs(self.config, inputs)
             return [trt.DimsExprs(inputs[0])]
 
-        def supports_format_combination(self, pos, in_out, num_inputs):
-            # An exception escaping this callback aborts the process in some TensorRT versions.
-            try:
-                desc = in_out[pos].desc
-                if desc.format != linear or desc.type not in float_types:
-                    return False
-                if pos < 3 or pos == num_inputs:  # q, k, v and the output: one data type
-                    return desc.type == in_out[0].desc.type
-                return pos == 3 or desc.type == in_out[3].desc.type  # the parameters: another one
-            except Exception:  # log and decline instead of letting it escape (see above)
-                log.exception("TransposedAttention.supports_format_combination failed at position %s", pos)
-                return False
-
-        def configure_plugin(self, inputs, outputs):
-            return None  # shapes are checked in get_output_shapes / on_shape_change (raising here aborts)
-
         def get_workspace_size(self, inputs, outputs):
-            from . import kernel_lib  # pure Python sizing: build machines need no compiled kernels
+            return _attention_workspace_size(self.config, inputs[0].max)
 
-            n, c, h, w = (int(v) for v in inputs[0].max)
-            return kernel_lib.transposed_attention_workspace_size(n, c, h, w, self.config.num_heads)
-
-        # --- runtime --------------------------------------------------------------------------
         def get_fields_to_serialize(self):
-            config = self.config
             return trt.PluginFieldCollection([
-                trt.PluginField("num_heads", np.asarray([config.num_heads], dtype=np.int32),
-                                trt.PluginFieldType.INT32),
-                trt.PluginField("mode", np.frombuffer(config.mode.encode(), dtype=np.int8).copy(),
-                                trt.PluginFieldType.CHAR),
-                trt.PluginField("topk", np.asarray(config.topk, dtype=np.int32), trt.PluginFieldType.INT32),
-                trt.PluginField("eps", np.asarray([config.eps], dtype=np.float32), trt.PluginFieldType.FLOAT32)])
+                trt.PluginField(name, values, getattr(trt.PluginFieldType, kind))
+                for name, values, kind in _attention_field_values(self.config)])
 
         def on_shape_change(self, inputs, outputs):
             check_attention_runtime_shapes(self.config, [tuple(x.dims) for x in inputs])
 
-        def attach_to_context(self, context):
-            return self.clone()
-
-        def set_tactic(self, tactic):
-            return None  # no tactics are offered
-
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
-            from . import kernel_lib
-
-            if self._launch is None:
-                self._launch = functools.partial(kernel_lib.launch_transposed_attention,
-                                                 lib=kernel_lib.load_kernel_library())
+            launch = self.launcher("launch_transposed_attention")
             n, c, h, w = (int(v) for v in input_desc[0].dims)
             config = self.config
             weights = int(inputs[4]) if len(inputs) > 4 else None
-            size = kernel_lib.transposed_attention_workspace_size(n, c, h, w, config.num_heads)
-            self._launch(int(inputs[0]), int(inputs[1]), int(inputs[2]), int(inputs[3]), weights, int(outputs[0]),
-                         kernel_dtype(input_desc[0].type), kernel_dtype(input_desc[3].type), n, c, h, w,
-                         config.num_heads, config.mode, config.topk, config.eps, int(workspace), size, int(stream))
+            size = _attention_workspace_size(config, input_desc[0].dims)
+            launch(int(inputs[0]), int(inputs[1]), int(inputs[2]), int(inputs[3]), weights, int(outputs[0]),
+                   _kernel_dtype(trt, input_desc[0].type), _kernel_dtype(trt, input_desc[3].type), n, c, h, w,
+                   config.num_heads, config.mode, config.topk, config.eps, int(workspace), size, int(stream))
 
-    class TransposedAttentionPluginCreator(trt.IPluginCreatorV3One):
+    class TransposedAttentionPluginCreator(creator_base):
         def __init__(self):
-            trt.IPluginCreatorV3One.__init__(self)
-            self.name = TRANSPOSED_ATTENTION
-            self.plugin_version = PLUGIN_VERSION
-            self.plugin_namespace = PLUGIN_NAMESPACE
-            self.field_names = trt.PluginFieldCollection([
-                trt.PluginField("num_heads", np.array([], dtype=np.int32), trt.PluginFieldType.INT32),
-                trt.PluginField("mode", np.array([], dtype=np.int8), trt.PluginFieldType.CHAR),
-                trt.PluginField("topk", np.array([], dtype=np.int32), trt.PluginFieldType.INT32),
-                trt.PluginField("eps", np.array([], dtype=np.float32), trt.PluginFieldType.FLOAT32)])
+            super().__init__(TRANSPOSED_ATTENTION, [("num_heads", np.int32, "INT32"), ("mode", np.int8, "CHAR"),
+                                                    ("topk", np.int32, "INT32"), ("eps", np.float32, "FLOAT32")])
 
-        def create_plugin(self, name, field_collection, phase):
-            try:
-                return TransposedAttentionPlugin(attention_config_from_fields(field_collection))
-            except Exception as exc:
-                plugin_errors.append(f"{name or TRANSPOSED_ATTENTION}: {exc}")
-                raise
+        def plugin_from_fields(self, field_collection):
+            return TransposedAttentionPlugin(attention_config_from_fields(field_collection))
 
     return TransposedAttentionPlugin, TransposedAttentionPluginCreator
 
@@ -434,8 +464,9 @@ def plugin_classes(trt) -> dict[str, tuple[type, type]]:
     """{plugin name: (plugin class, creator class)}, deriving from this TensorRT module's bases."""
     key = trt.__name__
     if key not in _CLASSES:
-        _CLASSES[key] = {DILATION_FILTER: _dilation_filter_classes(trt),
-                         TRANSPOSED_ATTENTION: _transposed_attention_classes(trt)}
+        bases = _plugin_bases(trt)
+        _CLASSES[key] = {DILATION_FILTER: _dilation_filter_classes(trt, bases),
+                         TRANSPOSED_ATTENTION: _transposed_attention_classes(trt, bases)}
     return _CLASSES[key]
 
 
