@@ -210,11 +210,22 @@ def fragile_nodes(model: onnx.ModelProto) -> dict[str, str]:
     """
     g = _Graph(model)
     reasons: dict[str, str] = {}
-    statistics: list[str] = []  # tensors holding a sum or variance that may exceed FP16
 
     def keep(node: onnx.NodeProto, reason: str) -> None:
         reasons.setdefault(node.name, reason)
 
+    centring = _centring_subs(g)
+    # tensors holding a sum or variance that may exceed FP16
+    statistics = _keep_fragile_ops(g, keep) + _keep_spelled_out_layer_norms(g, centring, keep)
+    _keep_statistic_arithmetic(g, centring, statistics, keep)
+    _keep_shape_arithmetic(g, keep)
+    return reasons
+
+
+def _keep_fragile_ops(g: _Graph, keep) -> list[str]:
+    """Ops that are fragile by themselves (softmax, norms, long or squaring reductions) and the squares that feed
+    a kept reduction; returns the outputs of the reductions whose result may exceed FP16."""
+    statistics = []
     for node in g.nodes:
         if node.domain not in _STANDARD_DOMAINS:
             continue
@@ -235,10 +246,13 @@ def fragile_nodes(model: onnx.ModelProto) -> dict[str, str]:
         source = g.producer.get(node.input[0])
         if op.startswith("Reduce") and _is_square(g, source):
             keep(source, f"squares feeding the FP32 {op}")
+    return statistics
 
-    # Layer norm spelled out (Restormer's channel LayerNorm, torch.var): mean, centring, square,
-    # mean of squares, then + eps -> Sqrt -> Div through the statistic propagation below.
-    centring = _centring_subs(g)
+
+def _keep_spelled_out_layer_norms(g: _Graph, centring: dict[str, onnx.NodeProto], keep) -> list[str]:
+    """Layer norm spelled out (Restormer's channel LayerNorm, torch.var): mean, centring, square, mean of
+    squares; then + eps -> Sqrt -> Div through the statistic propagation. Returns the variances."""
+    statistics = []
     for node in g.nodes:
         if node.op_type != "ReduceMean":
             continue
@@ -251,7 +265,12 @@ def fragile_nodes(model: onnx.ModelProto) -> dict[str, str]:
         for part in (centring[sub.name], sub, square, node):
             keep(part, "layer-norm statistics")
         statistics.extend(node.output)
+    return statistics
 
+
+def _keep_statistic_arithmetic(g: _Graph, centring: dict[str, onnx.NodeProto], statistics: list[str],
+                               keep) -> None:
+    """The arithmetic on the ``statistics`` tensors up to (and including) the division that normalises by them."""
     seen: set[str] = set()
     while statistics:
         tensor = statistics.pop()
@@ -271,8 +290,10 @@ def fragile_nodes(model: onnx.ModelProto) -> dict[str, str]:
                     keep(dividend, "layer-norm statistics")
                     keep(centring[dividend.name], "layer-norm statistics")
 
-    # Float arithmetic on sizes (Shape -> Cast -> Mul -> Cast back): FP16 holds integers exactly only up
-    # to 2048. Graph order is topological, so one pass follows the sizes from every Shape/Size.
+
+def _keep_shape_arithmetic(g: _Graph, keep) -> None:
+    """Float arithmetic on sizes (Shape -> Cast -> Mul -> Cast back): FP16 holds integers exactly only up
+    to 2048. Graph order is topological, so one pass follows the sizes from every Shape/Size."""
     sizes: set[str] = set()
     for node in g.nodes:
         if node.op_type in ("Shape", "Size"):
@@ -285,7 +306,6 @@ def fragile_nodes(model: onnx.ModelProto) -> dict[str, str]:
         sizes.update(node.output)
         if any(g.is_float(o) for o in node.output):
             keep(node, "shape arithmetic")
-    return reasons
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,130 +376,158 @@ def convert_to_fp16(model: onnx.ModelProto, keep_io_fp32: bool = True,
     _check_convertible(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    graph = out.graph
-    _name_nodes(graph)
-    if isinstance(keep_fp32, str):
-        if keep_fp32 != "auto":
-            raise ValueError(f"keep_fp32 must be 'auto' or an iterable of node names, got {keep_fp32!r}")
-        fp32_reasons = fragile_nodes(out)
-    else:
-        requested = list(keep_fp32)
-        unknown = sorted(set(requested) - {n.name for n in graph.node})
-        if unknown:
-            raise ValueError(f"keep_fp32 names node(s) not in the graph: {', '.join(unknown)}")
-        fp32_reasons = {name: "requested" for name in requested}
-
-    g = _Graph(out)
-    namer = UniqueNamer(out)
-    io_type = FLOAT if keep_io_fp32 else FLOAT16
-    initializer_names = set(g.initializers)
-    constant_nodes = {n.output[0]: n for n in graph.node
-                      if n.op_type == "Constant" and g.is_float(n.output[0])}
-    flexible = {name for name in initializer_names if g.is_float(name)} | set(constant_nodes)
-
-    def node_type(node: onnx.NodeProto) -> int:
-        return FLOAT if node.name in fp32_reasons else FLOAT16
-
-    def wanted(node: onnx.NodeProto, index: int) -> int:
-        return FLOAT if (node.op_type, index) in _FP32_INPUTS else node_type(node)
-
-    # dtype of every float tensor that is not a constant
-    tensor_type: dict[str, int] = {}
-    for value in graph.input:
-        if value.name not in initializer_names and g.is_float(value.name):
-            tensor_type[value.name] = io_type
-    for node in graph.node:
-        if node.op_type != "Constant":
-            tensor_type.update((o, node_type(node)) for o in node.output if g.is_float(o))
-
-    # A graph output of the wrong dtype: its producer writes an internal tensor, a Cast writes the output.
-    output_casts = []
-    for value in graph.output:
-        name = value.name
-        if not g.is_float(name) or tensor_type.get(name, io_type) == io_type:
-            continue
-        if name not in g.producer or name in flexible:
-            raise ValueError(f"graph output {name!r} is a graph input or constant; FP16 conversion cannot retype it")
-        internal = namer(f"{name}_{'fp16' if tensor_type[name] == FLOAT16 else 'fp32'}")
-        producer = g.producer[name]
-        producer.output[list(producer.output).index(name)] = internal
-        for consumer, index in g.consumers.get(name, []):
-            consumer.input[index] = internal
-        tensor_type[internal] = tensor_type[name]
-        g.elem_type[internal] = FLOAT
-        output_casts.append(helper.make_node("Cast", [internal], [name], name=namer(f"{name}_cast_output"),
-                                             to=io_type))
-
-    # Constants: FP16 in place when every use is FP16, an FP16 copy beside the FP32 one when mixed.
-    uses: dict[str, set[int]] = defaultdict(set)
-    for node in graph.node:
-        for index, name in enumerate(node.input):
-            if name in flexible and node.op_type not in _SHAPE_READERS:
-                uses[name].add(wanted(node, index))
-    fp16_constant: dict[str, str] = {}
-    new_initializers = []
-    for name, kinds in uses.items():
-        if FLOAT16 not in kinds:
-            continue
-        values = g.constant(name)
-        if kinds == {FLOAT16}:
-            converted = _fp16_tensor(values, name)
-            if name in constant_nodes:
-                node = constant_nodes[name]
-                del node.attribute[:]
-                node.attribute.append(helper.make_attribute("value", converted))
-            else:
-                g.initializers[name].CopyFrom(converted)
-            fp16_constant[name] = name
-        else:
-            fp16_constant[name] = namer(f"{name}_fp16")
-            new_initializers.append(_fp16_tensor(values, fp16_constant[name]))
-    graph.initializer.extend(new_initializers)
-
-    casts: dict[tuple[str, int], str] = {}
-    nodes = []
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output[0] in constant_nodes:
-            nodes.append(node)
-            continue
-        for index, name in enumerate(node.input):
-            if not name or not g.is_float(name) or node.op_type in _SHAPE_READERS:
-                continue
-            want = wanted(node, index)
-            if name in flexible:
-                if want == FLOAT16:
-                    node.input[index] = fp16_constant[name]
-            elif tensor_type[name] != want:
-                if (name, want) not in casts:
-                    suffix = "fp16" if want == FLOAT16 else "fp32"
-                    casts[(name, want)] = namer(f"{name}_{suffix}")
-                    nodes.append(helper.make_node("Cast", [name], [casts[(name, want)]],
-                                                  name=namer(f"{name}_cast_{suffix}"), to=want))
-                node.input[index] = casts[(name, want)]
-        if node_type(node) == FLOAT16:
-            _retype_fp16_node(node)
-        nodes.append(node)
-    nodes.extend(output_casts)
-    del graph.node[:]
-    graph.node.extend(nodes)
-
-    # Types: inputs/outputs as requested; custom nodes keep their exported value_info (their shapes
-    # cannot be inferred) retyped; everything else is inferred again.
-    for value in [*graph.input, *graph.output]:
-        if value.name not in initializer_names and value.type.tensor_type.elem_type == FLOAT:
-            value.type.tensor_type.elem_type = io_type
-    custom_outputs = {o for n in graph.node if n.domain not in _STANDARD_DOMAINS for o in n.output}
-    kept = [v for v in graph.value_info if v.name in custom_outputs]
-    for value in kept:
-        if value.type.tensor_type.elem_type == FLOAT:
-            value.type.tensor_type.elem_type = tensor_type.get(value.name, FLOAT)
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
-
+    _name_nodes(out.graph)
+    fp32_reasons = _fp32_reasons(out, keep_fp32)
+    conversion = _Fp16Conversion(out, fp32_reasons, io_type=FLOAT if keep_io_fp32 else FLOAT16)
+    output_casts = conversion.redirect_retyped_outputs()
+    fp16_constant = conversion.convert_constants()
+    conversion.insert_casts(fp16_constant, output_casts)
+    conversion.retype_io_and_value_info()
     set_metadata(out, {FP32_NODES_KEY: json.dumps(fp32_reasons, sort_keys=True), PRECISION_KEY: "fp16"})
     out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=True, data_prop=True)
     onnx.checker.check_model(out)
     return out
+
+
+def _fp32_reasons(model: onnx.ModelProto, keep_fp32: str | Iterable[str]) -> dict[str, str]:
+    """{node name: why it stays FP32}: :func:`fragile_nodes` for ``"auto"``, else the names requested."""
+    if isinstance(keep_fp32, str):
+        if keep_fp32 != "auto":
+            raise ValueError(f"keep_fp32 must be 'auto' or an iterable of node names, got {keep_fp32!r}")
+        return fragile_nodes(model)
+    requested = list(keep_fp32)
+    unknown = sorted(set(requested) - {n.name for n in model.graph.node})
+    if unknown:
+        raise ValueError(f"keep_fp32 names node(s) not in the graph: {', '.join(unknown)}")
+    return {name: "requested" for name in requested}
+
+
+class _Fp16Conversion:
+    """One FP16 conversion of a named-node graph copy, in place: the dtype each node runs in, constants
+    converted (or copied) to FP16, Casts where a tensor's dtype differs from what its consumer runs in."""
+
+    def __init__(self, model: onnx.ModelProto, fp32_reasons: dict[str, str], io_type: int):
+        self.graph = model.graph
+        self.g = _Graph(model)
+        self.namer = UniqueNamer(model)
+        self.fp32_reasons, self.io_type = fp32_reasons, io_type
+        self.initializer_names = set(self.g.initializers)
+        self.constant_nodes = {n.output[0]: n for n in self.graph.node
+                               if n.op_type == "Constant" and self.g.is_float(n.output[0])}
+        self.flexible = {name for name in self.initializer_names if self.g.is_float(name)} | set(self.constant_nodes)
+        self.tensor_type = self._tensor_types()
+
+    def node_type(self, node: onnx.NodeProto) -> int:
+        return FLOAT if node.name in self.fp32_reasons else FLOAT16
+
+    def wanted(self, node: onnx.NodeProto, index: int) -> int:
+        return FLOAT if (node.op_type, index) in _FP32_INPUTS else self.node_type(node)
+
+    def _tensor_types(self) -> dict[str, int]:
+        """The dtype of every float tensor that is not a constant."""
+        tensor_type: dict[str, int] = {}
+        for value in self.graph.input:
+            if value.name not in self.initializer_names and self.g.is_float(value.name):
+                tensor_type[value.name] = self.io_type
+        for node in self.graph.node:
+            if node.op_type != "Constant":
+                tensor_type.update((o, self.node_type(node)) for o in node.output if self.g.is_float(o))
+        return tensor_type
+
+    def redirect_retyped_outputs(self) -> list[onnx.NodeProto]:
+        """A graph output of the wrong dtype: its producer writes an internal tensor, a Cast (returned, appended
+        last) writes the output."""
+        g, output_casts = self.g, []
+        for value in self.graph.output:
+            name = value.name
+            if not g.is_float(name) or self.tensor_type.get(name, self.io_type) == self.io_type:
+                continue
+            if name not in g.producer or name in self.flexible:
+                raise ValueError(f"graph output {name!r} is a graph input or constant; FP16 conversion cannot "
+                                 "retype it")
+            internal = self.namer(f"{name}_{'fp16' if self.tensor_type[name] == FLOAT16 else 'fp32'}")
+            producer = g.producer[name]
+            producer.output[list(producer.output).index(name)] = internal
+            for consumer, index in g.consumers.get(name, []):
+                consumer.input[index] = internal
+            self.tensor_type[internal] = self.tensor_type[name]
+            g.elem_type[internal] = FLOAT
+            output_casts.append(helper.make_node("Cast", [internal], [name], name=self.namer(f"{name}_cast_output"),
+                                                 to=self.io_type))
+        return output_casts
+
+    def convert_constants(self) -> dict[str, str]:
+        """Constants: FP16 in place when every use is FP16, an FP16 copy beside the FP32 one when mixed.
+        Returns {constant: the name of its FP16 version}."""
+        uses: dict[str, set[int]] = defaultdict(set)
+        for node in self.graph.node:
+            for index, name in enumerate(node.input):
+                if name in self.flexible and node.op_type not in _SHAPE_READERS:
+                    uses[name].add(self.wanted(node, index))
+        fp16_constant: dict[str, str] = {}
+        new_initializers = []
+        for name, kinds in uses.items():
+            if FLOAT16 not in kinds:
+                continue
+            values = self.g.constant(name)
+            if kinds == {FLOAT16}:
+                converted = _fp16_tensor(values, name)
+                if name in self.constant_nodes:
+                    node = self.constant_nodes[name]
+                    del node.attribute[:]
+                    node.attribute.append(helper.make_attribute("value", converted))
+                else:
+                    self.g.initializers[name].CopyFrom(converted)
+                fp16_constant[name] = name
+            else:
+                fp16_constant[name] = self.namer(f"{name}_fp16")
+                new_initializers.append(_fp16_tensor(values, fp16_constant[name]))
+        self.graph.initializer.extend(new_initializers)
+        return fp16_constant
+
+    def insert_casts(self, fp16_constant: dict[str, str], output_casts: list[onnx.NodeProto]) -> None:
+        """Rebuild the node list: each input in the dtype its node runs in (one Cast per tensor and dtype)."""
+        casts: dict[tuple[str, int], str] = {}
+        nodes = []
+        for node in self.graph.node:
+            if node.op_type == "Constant" and node.output[0] in self.constant_nodes:
+                nodes.append(node)
+                continue
+            for index, name in enumerate(node.input):
+                if not name or not self.g.is_float(name) or node.op_type in _SHAPE_READERS:
+                    continue
+                want = self.wanted(node, index)
+                if name in self.flexible:
+                    if want == FLOAT16:
+                        node.input[index] = fp16_constant[name]
+                elif self.tensor_type[name] != want:
+                    if (name, want) not in casts:
+                        suffix = "fp16" if want == FLOAT16 else "fp32"
+                        casts[(name, want)] = self.namer(f"{name}_{suffix}")
+                        nodes.append(helper.make_node("Cast", [name], [casts[(name, want)]],
+                                                      name=self.namer(f"{name}_cast_{suffix}"), to=want))
+                    node.input[index] = casts[(name, want)]
+            if self.node_type(node) == FLOAT16:
+                _retype_fp16_node(node)
+            nodes.append(node)
+        nodes.extend(output_casts)
+        del self.graph.node[:]
+        self.graph.node.extend(nodes)
+
+    def retype_io_and_value_info(self) -> None:
+        """Inputs/outputs as requested; custom nodes keep their exported value_info (their shapes cannot be
+        inferred) retyped; everything else is inferred again."""
+        graph = self.graph
+        for value in [*graph.input, *graph.output]:
+            if value.name not in self.initializer_names and value.type.tensor_type.elem_type == FLOAT:
+                value.type.tensor_type.elem_type = self.io_type
+        custom_outputs = {o for n in graph.node if n.domain not in _STANDARD_DOMAINS for o in n.output}
+        kept = [v for v in graph.value_info if v.name in custom_outputs]
+        for value in kept:
+            if value.type.tensor_type.elem_type == FLOAT:
+                value.type.tensor_type.elem_type = self.tensor_type.get(value.name, FLOAT)
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
 
 
 def fp32_nodes_of(model: onnx.ModelProto) -> dict[str, str]:
