@@ -15,7 +15,7 @@ Runs the ``edge-derain`` commands a user runs, in a scratch folder, and gathers 
    ``edge_derain.quant.qdq.insert_qdq`` and measures the same held-out drop).
 
 Writes ``benchmarks/results/precision_cpu.json`` and the ``precision_cpu`` table of ``BENCHMARKS.md``;
-``calibration/README.md`` and ``edge_derain/quant/qdq.py`` quote it.
+``calibration/README.md`` and ``edge_derain/quant/ort_calibration.py`` quote it.
 """
 from __future__ import annotations
 

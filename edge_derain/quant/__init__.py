@@ -1,14 +1,21 @@
 """Precision stage: calibration sets, explicit INT8 (Q/DQ) graphs for TensorRT, legacy calibration caches,
 accuracy-budgeted mixed precision and the per-precision accuracy-drop report.
 
+One job per module: ``graphs`` (what calibration reads from an export), ``ort_calibration`` (activation ranges
+from ONNX Runtime), ``table`` (the scales), ``qdq`` (Q/DQ written and checked), ``workflow`` (the ``calibrate``
+command), ``legacy_cache``, ``sensitivity``, ``report``, and the calibration sets (``calibration_set``).
+
 Nothing here imports ONNX Runtime or TensorRT at import time. The workflow is documented in
 ``calibration/README.md``.
 """
 from .calibration_set import (CalibrationSet, Frame, HoldoutPair, collect_from_media, collect_from_recipe,
                               load_recipe, rain_score)
 from .legacy_cache import CalibrationCache, read_calibration_cache, table_from_cache, write_calibration_cache
-from .qdq import (METHODS, BudgetUnreachable, CalibrationResult, QuantTable, calibrate, check_trt_qdq, insert_qdq,
-                  ort_quantize, qdq_problems, quantizable_convs, quantized_convs_of, read_quant_table)
+from .graphs import quantizable_convs, quantized_convs_of
+from .ort_calibration import METHODS, ort_quantize
+from .qdq import check_trt_qdq, insert_qdq, qdq_problems
+from .table import QuantTable, read_quant_table
+from .workflow import BudgetUnreachable, CalibrationResult, calibrate
 from .report import precision_report, print_precision_report, write_precision_report
 from .sensitivity import SensitivityPlan, conv_macs, greedy_plan, int8_coverage, plan_mixed_precision
 

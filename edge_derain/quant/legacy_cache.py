@@ -25,7 +25,7 @@ from pathlib import Path
 
 import onnx
 
-from .qdq import QuantTable
+from .table import QuantTable
 
 _HEADER_RE = re.compile(r"^TRT-(?P<version>\d+)-(?P<algorithm>[A-Za-z0-9_]+)$")
 _HEX_RE = re.compile(r"^[0-9a-fA-F]{1,8}$")

@@ -33,7 +33,7 @@ from onnx import TensorProto, helper
 
 from ..utils import atomic_path, atomic_write_json, console, have_matplotlib
 from ..export.graph import UniqueNamer, read_metadata
-from .qdq import quantized_convs_of, resolve_graphs
+from .graphs import quantized_convs_of, resolve_graphs
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("ort", "trt")

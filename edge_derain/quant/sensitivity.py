@@ -27,7 +27,9 @@ import numpy as np
 import onnx
 
 from .calibration_set import HoldoutPair
-from .qdq import QuantTable, graph_input, insert_qdq
+from .graphs import graph_input
+from .qdq import insert_qdq
+from .table import QuantTable
 
 GROUPINGS = ("conv", "stage")
 MAC_REFERENCE_SIZE = (256, 256)  # MAC fractions of a fully convolutional net do not depend on the size
