@@ -15,9 +15,10 @@ import traceback
 from pathlib import Path
 
 from ..utils import atomic_write_bytes, atomic_write_json
-from .builder import (EngineBuildError, OnnxParseError, attach_plugins, layers_from_inspector, load_plugin_library,
-                      onnx_nodes_of, parse_layer_log)
+from .errors import EngineBuildError, OnnxParseError
 from .flavour import detect_tensorrt, list_devices
+from .layers import attach_plugins, layers_from_inspector, onnx_nodes_of, parse_layer_log
+from .plugin_library import load_plugin_library
 from .python_plugins import plugin_classes, plugin_errors, register_python_plugins
 
 _LAYER_HEADERS = ("Layers:", "Engine Layer Information:")
@@ -75,6 +76,33 @@ def _inspect(trt, logger, serialized):
         return None
 
 
+def _builder_config(flavour, builder, network, request: dict):
+    """The builder config the request asks for: the input's profile, precision flags, targets, workspace."""
+    trt = flavour.module
+    config = builder.create_builder_config()
+    profile_spec = request["profile"]
+    input_names = [network.get_input(i).name for i in range(network.num_inputs)]
+    if profile_spec["input"] not in input_names:
+        raise ValueError(f"network has no input {profile_spec['input']!r} (inputs: {', '.join(input_names)})")
+    profile = builder.create_optimization_profile()
+    profile.set_shape(profile_spec["input"], profile_spec["min"], profile_spec["opt"], profile_spec["max"])
+    config.add_optimization_profile(profile)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    for name in request["set_flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in request["clear_flags"]:
+        if name in trt.BuilderFlag.__members__:
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+    if request["compute_capabilities"]:
+        config.num_compute_capabilities = len(request["compute_capabilities"])
+        for index, target in enumerate(request["compute_capabilities"]):
+            if not config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), index):
+                raise EngineBuildError(f"{flavour.label} rejected compute capability {target}")
+    if request["workspace"] is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request["workspace"])
+    return config
+
+
 def build(request: dict) -> dict:
     flavour = detect_tensorrt(request["flavour"])
     trt = flavour.module
@@ -100,28 +128,7 @@ def build(request: dict) -> dict:
         raise OnnxParseError(f"{flavour.label} could not parse {onnx_name}: {detail}")
     plugins = _plugin_layers(trt, network)
 
-    config = builder.create_builder_config()
-    profile_spec = request["profile"]
-    input_names = [network.get_input(i).name for i in range(network.num_inputs)]
-    if profile_spec["input"] not in input_names:
-        raise ValueError(f"network has no input {profile_spec['input']!r} (inputs: {', '.join(input_names)})")
-    profile = builder.create_optimization_profile()
-    profile.set_shape(profile_spec["input"], profile_spec["min"], profile_spec["opt"], profile_spec["max"])
-    config.add_optimization_profile(profile)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    for name in request["set_flags"]:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    for name in request["clear_flags"]:
-        if name in trt.BuilderFlag.__members__:
-            config.clear_flag(getattr(trt.BuilderFlag, name))
-    if request["compute_capabilities"]:
-        config.num_compute_capabilities = len(request["compute_capabilities"])
-        for index, target in enumerate(request["compute_capabilities"]):
-            if not config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), index):
-                raise EngineBuildError(f"{flavour.label} rejected compute capability {target}")
-    if request["workspace"] is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request["workspace"])
-
+    config = _builder_config(flavour, builder, network, request)
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     build_seconds = time.perf_counter() - started

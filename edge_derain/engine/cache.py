@@ -27,7 +27,7 @@ from .. import __version__
 from ..utils import atomic_write_json
 from .builder import (EngineBuildError, EngineLayer, OnnxSummary, ShapeProfile, build_engine, check_typing,
                       find_plugin_library, input_multiple_of, inspect_onnx, needs_fp16_conversion, onnx_sha256,
-                      plan_precision, positive_int_prop, resolve_build_target, resolve_shapes, summarize_layers)
+                      plan_precision, resolve_build_target, resolve_shapes, summarize_layers)
 from .flavour import NoCudaDevice, TensorRTFlavour, detect_tensorrt, list_devices
 from .python_plugins import plugin_hash
 
