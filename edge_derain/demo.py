@@ -26,6 +26,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -250,27 +251,74 @@ def run_demo(backend: Backend | "BackendRequest" | None = None, out_dir: str | P
     size, the video's size, or 320x480 for ``test``.
     """
     from .gst import register_elements, require_gst
-    from .gst.pipeline import ComposedPipeline, PipelineRunner, SinkSpec, element, partial_path, sink_fragment
+    from .gst.pipeline import ComposedPipeline
     from .gst.select import BackendRequest
-    from .gst.stats import PipelineStats
 
     RainRenderer.preset(intensity)  # an unknown preset fails here, naming the known ones
     detector = None if detector in (None, "", "none") else detector
     Gst = require_gst()
     register_elements()
-    from .gst.elements import to_uint8
-
     source = str(source) if source else str(DEMO_IMAGE)
-    feeder_frames, fps = None, DEMO_FPS
-    if source == "test":
-        count = clip or 48
-        size = size or TEST_SIZE
-        source_part = element("videotestsrc", "source", pattern="ball", num_buffers=count) + \
-            f" ! video/x-raw,framerate={DEMO_FPS}/1"
-    elif not Path(source).exists():
-        raise FileNotFoundError(f"demo input {source} does not exist; pass an image or video path, 'test', or "
-                                f"omit it to use the shipped sample")
-    else:
+    demo_input = _DemoInput.open(source, clip, max_frames, size, Gst)
+    output = _DemoOutput.create(Path(out_dir), single=demo_input.count == 1)
+
+    request = backend if isinstance(backend, BackendRequest) else BackendRequest()
+    derain_props = {} if isinstance(backend, Backend) else {
+        "backend": request.kind, "engine": request.engine, "model": request.model, "weights": request.weights,
+        "precision": request.precision, "device": request.device}
+    description = _demo_description(demo_input.part, demo_input.size, output.part, derain_props, detector,
+                                    intensity, seed)
+    composed = ComposedPipeline(description, live=False, sink=output.sink, ingress="ingress",
+                                egress="caption_derained",
+                                queues=("q_rain", "q_derain") + (("q_detect",) if detector else ()),
+                                stages=("rain", "derain") + (("detect",) if detector else ()) + ("caption_derained",))
+    titles = {"rainy": f"RAINY ({intensity} synthetic rain)", "derained": "DERAINED", "clean": "CLEAN (reference)"}
+    probes = _PanelProbes(titles, detections=detector is not None)
+
+    def setup(pipeline):
+        if isinstance(backend, Backend):
+            pipeline.get_by_name("derain").use_backend(backend)
+        if demo_input.frames is not None:
+            _FrameFeeder(pipeline.get_by_name("source"), demo_input.frames, demo_input.fps)
+        probes.attach(pipeline, clean="ingress", rainy="rain", derained="derain")
+
+    result, stats = output.run(composed, probes, setup, stall_timeout, source)
+    report = probes.report()
+    stats_path = stats.write_json(Path(out_dir) / "demo_stats.json", {
+        "input": source, "intensity": intensity, "seed": seed, "detector": detector or "none",
+        "output": str(output.path), **report, "pipeline": description, "status": result.status})
+    summary = stats.summary()
+    panels = report["panels"]
+    detections = {panel: panels[panel]["detections"] for panel in PANELS} if detector else None
+    return DemoResult(output.path, len(report["frames"]), panels["rainy"]["psnr_y_mean"],
+                      panels["derained"]["psnr_y_mean"], summary["fps"], detections, summary, stats_path)
+
+
+@dataclass
+class _DemoInput:
+    """The demo's source fragment, frame size, frame count (None: unknown), and, for files, the frames the
+    appsrc is fed at ``fps``."""
+
+    part: str
+    size: tuple[int, int]
+    count: int | None
+    frames: Iterator[np.ndarray] | None = None
+    fps: float = DEMO_FPS
+
+    @classmethod
+    def open(cls, source: str, clip: int, max_frames: int | None, size: tuple[int, int] | None, Gst) -> "_DemoInput":
+        from .gst.elements import to_uint8
+        from .gst.pipeline import element
+
+        if source == "test":
+            count = clip or 48
+            part = element("videotestsrc", "source", pattern="ball", num_buffers=count) + \
+                f" ! video/x-raw,framerate={DEMO_FPS}/1"
+            return cls(part, _even(size or TEST_SIZE), count)
+        if not Path(source).exists():
+            raise FileNotFoundError(f"demo input {source} does not exist; pass an image or video path, 'test', or "
+                                    f"omit it to use the shipped sample")
+        fps = DEMO_FPS
         if Path(source).suffix.lower() in VIDEO_SUFFIXES:
             # Decoded here, like every video the tool reads, and fed frame by frame: the source ends after
             # max_frames, so all three panels get the same frames.
@@ -285,60 +333,56 @@ def run_demo(backend: Backend | "BackendRequest" | None = None, out_dir: str | P
         first = next(frames, None)
         if first is None:
             raise ValueError(f"demo input {source} has no frames; pass another video")
-        feeder_frames = itertools.chain([first], frames)
-        size = size or first.shape[:2]
         num, den = Gst.util_double_to_fraction(fps)
-        source_part = element("appsrc", "source", format="time", is_live=False, block=True,
-                              caps=f"video/x-raw,format=RGB,width={first.shape[1]},height={first.shape[0]},"
-                                   f"framerate={num}/{den}")
-    size = (size[0] // 2 * 2, size[1] // 2 * 2)  # H.264 4:2:0 needs even sizes
-    single = count == 1
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    output = out_dir / ("demo_side_by_side.png" if single else "demo_side_by_side.mp4")
-    partial = partial_path(output)  # what the pipeline writes; it gets the output's name once the run succeeded
-    sink = SinkSpec("file", str(partial))
-    if single:
-        out_part = "videoconvert ! pngenc ! " + element("filesink", location=str(partial))
-    else:
-        out_part = sink_fragment(sink, "auto", partial=False)[0]
+        part = element("appsrc", "source", format="time", is_live=False, block=True,
+                       caps=f"video/x-raw,format=RGB,width={first.shape[1]},height={first.shape[0]},"
+                            f"framerate={num}/{den}")
+        return cls(part, _even(size or first.shape[:2]), count, itertools.chain([first], frames), fps)
 
-    request = backend if isinstance(backend, BackendRequest) else BackendRequest()
-    derain_props = {} if isinstance(backend, Backend) else {
-        "backend": request.kind, "engine": request.engine, "model": request.model, "weights": request.weights,
-        "precision": request.precision, "device": request.device}
-    description = _demo_description(source_part, size, out_part, derain_props, detector, intensity, seed)
-    composed = ComposedPipeline(description, live=False, sink=sink, ingress="ingress", egress="caption_derained",
-                                queues=("q_rain", "q_derain") + (("q_detect",) if detector else ()),
-                                stages=("rain", "derain") + (("detect",) if detector else ()) + ("caption_derained",))
-    titles = {"rainy": f"RAINY ({intensity} synthetic rain)", "derained": "DERAINED", "clean": "CLEAN (reference)"}
-    probes = _PanelProbes(titles, detections=detector is not None)
 
-    def setup(pipeline):
-        if isinstance(backend, Backend):
-            pipeline.get_by_name("derain").use_backend(backend)
-        if feeder_frames is not None:
-            _FrameFeeder(pipeline.get_by_name("source"), feeder_frames, fps)
-        probes.attach(pipeline, clean="ingress", rainy="rain", derained="derain")
+def _even(size: tuple[int, int]) -> tuple[int, int]:
+    return size[0] // 2 * 2, size[1] // 2 * 2  # H.264 4:2:0 needs even sizes
 
-    stats = PipelineStats()
-    runner = PipelineRunner(composed, stats=stats, stall_timeout=stall_timeout, setup=setup)
-    try:
-        result = runner.run()
-        if result.error:
-            raise RuntimeError(f"demo pipeline failed: {result.error}")
-        if not probes.psnr["derained"] or not partial.exists():
-            raise RuntimeError(f"the demo pipeline produced no frames from {source}; check the input")
-    except BaseException:
-        partial.unlink(missing_ok=True)  # a demo that failed leaves no output behind
-        raise
-    os.replace(partial, output)
-    report = probes.report()
-    stats_path = stats.write_json(out_dir / "demo_stats.json", {
-        "input": source, "intensity": intensity, "seed": seed, "detector": detector or "none", "output": str(output),
-        **report, "pipeline": description, "status": result.status})
-    summary = stats.summary()
-    panels = report["panels"]
-    detections = {panel: panels[panel]["detections"] for panel in PANELS} if detector else None
-    return DemoResult(output, len(report["frames"]), panels["rainy"]["psnr_y_mean"], panels["derained"]["psnr_y_mean"],
-                      summary["fps"], detections, summary, stats_path)
+
+@dataclass
+class _DemoOutput:
+    """The side-by-side output (a PNG for one frame, else an MP4), written under a partial name and renamed
+    once the run succeeded."""
+
+    path: Path
+    partial: Path
+    sink: "SinkSpec"
+    part: str
+
+    @classmethod
+    def create(cls, out_dir: Path, single: bool) -> "_DemoOutput":
+        from .gst.pipeline import SinkSpec, element, partial_path, sink_fragment
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / ("demo_side_by_side.png" if single else "demo_side_by_side.mp4")
+        partial = partial_path(path)  # what the pipeline writes; it gets the output's name once the run succeeded
+        sink = SinkSpec("file", str(partial))
+        if single:
+            part = "videoconvert ! pngenc ! " + element("filesink", location=str(partial))
+        else:
+            part = sink_fragment(sink, "auto", partial=False)[0]
+        return cls(path, partial, sink, part)
+
+    def run(self, composed, probes: "_PanelProbes", setup, stall_timeout: float, source: str):
+        """Run the pipeline; (its result, its stats) when it wrote frames, else no output is left behind."""
+        from .gst.pipeline import PipelineRunner
+        from .gst.stats import PipelineStats
+
+        stats = PipelineStats()
+        runner = PipelineRunner(composed, stats=stats, stall_timeout=stall_timeout, setup=setup)
+        try:
+            result = runner.run()
+            if result.error:
+                raise RuntimeError(f"demo pipeline failed: {result.error}")
+            if not probes.psnr["derained"] or not self.partial.exists():
+                raise RuntimeError(f"the demo pipeline produced no frames from {source}; check the input")
+        except BaseException:
+            self.partial.unlink(missing_ok=True)  # a demo that failed leaves no output behind
+            raise
+        os.replace(self.partial, self.path)
+        return result, stats
