@@ -181,6 +181,29 @@ def test_cli_multi_stream_run_and_bad_options(tmp_path, capsys):
     assert "lists no streams" in capsys.readouterr().err
 
 
+_APPSINK_SEEN_FIRST = """
+from edge_derain.gst import require_gst
+from edge_derain.gst.multistream import MultiStreamOptions, MultiStreamRunner
+Gst = require_gst()
+# An appsink wrapped before GstApp's typelib is imported gets a Python class without its methods
+# (what an earlier single-stream run in the same process does).
+Gst.parse_launch("videotestsrc num-buffers=1 ! appsink name=early").get_by_name("early")
+options = MultiStreamOptions(["test", "test:ball"], width=64, height=48, fps=30)
+result = MultiStreamRunner(options, None, None, max_frames=6, duration=20).run()
+print(result.status, sum(s["processed"] for s in result.streams.values()))
+"""
+
+
+def test_streams_are_taken_whatever_class_the_appsink_was_wrapped_in():
+    """Regression: in a process where an appsink was wrapped first, the batcher died on a missing
+    ``try_pull_sample`` and the run never ended."""
+    out = subprocess.run([sys.executable, "-c", _APPSINK_SEEN_FIRST], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    status, processed = out.stdout.split()[-2:]
+    assert status == "frames" and int(processed) >= 6, out.stdout + out.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_engine_for_four_streams_has_a_batch_profile(rtx, tmp_path):
     """What a 4-camera run builds for TensorRT: one engine whose profile takes 1 to 4 frames per call

@@ -243,7 +243,7 @@ class MultiStreamRunner:
     def run(self) -> MultiStreamResult:
         require_gst()
         register_elements()
-        from gi.repository import GLib, GstApp  # noqa: F401  (GstApp gives appsink/appsrc their methods)
+        from gi.repository import GLib
 
         self._GLib, self._loop = GLib, GLib.MainLoop()
         self._started = time.monotonic()
@@ -416,33 +416,34 @@ class MultiStreamRunner:
             appsink = stream.appsink
             if appsink is None or stream.status != "running":
                 continue
-            sample = appsink.try_pull_sample(0)
+            sample = _try_pull(appsink)
             if sample is None:
                 continue
             stream.pulled += 1
             if stream.live:   # a camera: only the newest frame matters, the rest count as dropped
-                while (newer := appsink.try_pull_sample(0)) is not None:
+                while (newer := _try_pull(appsink)) is not None:
                     sample = newer
                     stream.pulled += 1
             ready.append((stream, sample))
         return ready
 
     def _batch_loop(self) -> None:
-        while self._stop_reason is None:
-            ready = self._take_ready()
-            if not ready:
-                self._wake.wait(0.05)
-                self._wake.clear()
-                continue
-            try:
+        # Any failure here (backend, detector, GStreamer) ends the run with one line: a batcher that died
+        # silently would leave the main loop waiting for frames nobody takes.
+        try:
+            while self._stop_reason is None:
+                ready = self._take_ready()
+                if not ready:
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+                    continue
                 self._process(ready)
-            except Exception as exc:  # a backend or detector failure ends the run with one line
-                log.error("processing failed: %s", exc)
-                for stream in self.streams:
-                    stream.error = stream.error or f"processing failed: {exc}"
-                    stream.status = "failed" if stream.status == "running" else stream.status
-                self._GLib.idle_add(lambda: self.request_stop("error") and False)
-                return
+        except Exception as exc:
+            log.error("processing failed: %s", exc)
+            for stream in self.streams:
+                stream.error = stream.error or f"processing failed: {exc}"
+                stream.status = "failed" if stream.status == "running" else stream.status
+            self._GLib.idle_add(lambda: self.request_stop("error") and False)
 
     def _process(self, ready: list[tuple[Stream, object]]) -> None:
         from .elements import buffer_to_rgb
@@ -598,6 +599,12 @@ class MultiStreamRunner:
             "stages": {"derain_batch": self.derain_latency.summary(), "detect": self.detect_latency.summary(),
                        "end_to_end": self.end_to_end.summary()},
         }
+
+
+def _try_pull(appsink):
+    """The next sample of an appsink, or None. The action signal works whatever Python class the element
+    was wrapped in: an appsink first seen before ``GstApp`` was imported has no ``try_pull_sample``."""
+    return appsink.emit("try-pull-sample", 0)
 
 
 class _signals:

@@ -84,6 +84,9 @@ class EfficientDeRain(DerainNet):
 
     def core(self, image: torch.Tensor) -> tuple[torch.Tensor]:
         # Under mixed-precision training the KPN runs in bf16/fp16; the filter runs in the image's precision.
-        kernels = self.predict_kernels(image).to(image.dtype)
+        # The cast is conditional so that exported graphs (one precision throughout) carry no Cast node.
+        kernels = self.predict_kernels(image)
+        if kernels.dtype != image.dtype:
+            kernels = kernels.to(image.dtype)
         filtered = dilation_filter(image, kernels, self.dilations)
         return (self.fusion(filtered),)
