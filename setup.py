@@ -32,7 +32,7 @@ EXTRAS = {
     "gst": [],  # PyGObject + GStreamer come from the system packages (install.sh)
     "fleet": ["prometheus_client>=0.17", "paho-mqtt>=2.0"],  # --metrics-port, --events
     # vermin: the Python 3.10 minimum check (tests/test_python_compat.py); tomli: its 3.10 TOML path
-    "dev": ["pytest>=8", "scikit-image>=0.22", "matplotlib>=3.7", "vermin>=1.6", "tomli>=1.1"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.2", "scikit-image>=0.22", "matplotlib>=3.7", "vermin>=1.6", "tomli>=1.1"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
