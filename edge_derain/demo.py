@@ -1,6 +1,6 @@
 """``edge-derain demo``: rain rendered on a clean clip, derained and detected in a GStreamer pipeline.
 
-The pipeline (a :class:`~edge_derain.gst.pipeline.PipelineRunner` run, so it reports what ``edge-derain
+The pipeline (a :class:`~edge_derain.gst.runner.PipelineRunner` run, so it reports what ``edge-derain
 run`` reports)::
 
     clean frames ─ tee ─┬───────────────────────────── detect ─ caption ─── clean ─────┐
@@ -370,7 +370,7 @@ class _DemoOutput:
 
     def run(self, composed, probes: "_PanelProbes", setup, stall_timeout: float, source: str):
         """Run the pipeline; (its result, its stats) when it wrote frames, else no output is left behind."""
-        from .gst.pipeline import PipelineRunner
+        from .gst.runner import PipelineRunner
         from .gst.stats import PipelineStats
 
         stats = PipelineStats()

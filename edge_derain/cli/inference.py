@@ -128,7 +128,8 @@ def _print_progress(numbers: dict) -> None:
 
 
 def cmd_run(args) -> int:
-    from ..gst.pipeline import compose, run_pipeline
+    from ..gst.pipeline import compose
+    from ..gst.runner import run_pipeline
     from ..gst.stats import format_summary
 
     if len(args.source or []) > 1 or args.streams or args.metrics_port is not None or args.events:
