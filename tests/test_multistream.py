@@ -96,7 +96,9 @@ def test_four_streams_batched_with_metrics_events_and_recordings(tmp_path, clip,
     assert streams["cam2"]["processed"] == streams["cam3"]["processed"] == 30
     assert streams["cam0"]["processed"] > 5 and streams["cam1"]["processed"] > 5
     batches = result.stats["batches"]
-    assert max(int(size) for size in batches["sizes"]) >= 3 and batches["mean_size"] > 1.5
+    # Batches of 3-4 while all four run; how many depends on the machine's load, so count, don't average.
+    assert max(int(size) for size in batches["sizes"]) >= 3
+    assert sum(calls for size, calls in batches["sizes"].items() if int(size) >= 2) >= 5, batches
     for name, stream in streams.items():   # every processed frame was recorded, and the file plays
         assert frame_count(tmp_path / f"{name}.mp4") == stream["processed"], name
     # Every frame's event reached the broker, under its stream's topic.
