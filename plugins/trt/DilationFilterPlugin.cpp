@@ -8,22 +8,10 @@
 #include <string>
 #include <utility>
 
-using nvinfer1::DataType;
-using nvinfer1::Dims;
-using nvinfer1::DimsExprs;
-using nvinfer1::DynamicPluginTensorDesc;
-using nvinfer1::ILogger;
-using nvinfer1::PluginField;
-using nvinfer1::PluginFieldCollection;
-using nvinfer1::PluginFieldType;
-using nvinfer1::PluginTensorDesc;
-
 namespace edge_derain {
 namespace {
 
-constexpr char const* kPluginName = "DilationFilter";
-constexpr char const* kPluginVersion = "1";
-constexpr char const* kPluginNamespace = "";
+constexpr char const* kPluginName = DilationFilterPlugin::kName;
 constexpr int32_t kNbInputs = 2; // image, kernels
 constexpr int32_t kNbOutputs = 1;
 constexpr int64_t kTaps = 9;     // 3x3 kernel per colour
@@ -84,30 +72,7 @@ DilationFilterPlugin::DilationFilterPlugin(std::vector<int32_t> dilations)
                        static_cast<int32_t>(mDilations.size())),
       mSerializedFields{1, &mSerializedField} {}
 
-nvinfer1::IPluginCapability* DilationFilterPlugin::getCapabilityInterface(
-    nvinfer1::PluginCapabilityType type) noexcept {
-    switch (type) {
-    case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
-    case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
-    }
-    return nullptr;
-}
-
-nvinfer1::IPluginV3* DilationFilterPlugin::clone() noexcept {
-    try {
-        return new DilationFilterPlugin(mDilations);
-    } catch (std::exception const& e) {
-        logError(std::string("clone failed: ") + e.what());
-    }
-    return nullptr;
-}
-
-char const* DilationFilterPlugin::getPluginName() const noexcept { return kPluginName; }
-char const* DilationFilterPlugin::getPluginVersion() const noexcept { return kPluginVersion; }
-char const* DilationFilterPlugin::getPluginNamespace() const noexcept { return kPluginNamespace; }
-
-int32_t DilationFilterPlugin::getNbOutputs() const noexcept { return kNbOutputs; }
+DilationFilterPlugin* DilationFilterPlugin::copy() const { return new DilationFilterPlugin(mDilations); }
 
 int32_t DilationFilterPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                               DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
@@ -187,10 +152,6 @@ int32_t DilationFilterPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginT
     return status;
 }
 
-nvinfer1::IPluginV3* DilationFilterPlugin::attachToContext(nvinfer1::IPluginResourceContext* /*context*/) noexcept {
-    return clone(); // stateless apart from the dilations: nothing per-context to set up
-}
-
 PluginFieldCollection const* DilationFilterPlugin::getFieldsToSerialize() noexcept { return &mSerializedFields; }
 
 // ---------------------------------------------------------------------------------------------------
@@ -200,10 +161,6 @@ DilationFilterPluginCreator::DilationFilterPluginCreator()
     // The length advertised is the default's (4); any count in 1..EDR_MAX_DILATIONS is accepted.
     : mFieldNames{PluginField("dilations", nullptr, PluginFieldType::kINT32, 4)},
       mFieldCollection{static_cast<int32_t>(mFieldNames.size()), mFieldNames.data()} {}
-
-char const* DilationFilterPluginCreator::getPluginName() const noexcept { return kPluginName; }
-char const* DilationFilterPluginCreator::getPluginVersion() const noexcept { return kPluginVersion; }
-char const* DilationFilterPluginCreator::getPluginNamespace() const noexcept { return kPluginNamespace; }
 
 PluginFieldCollection const* DilationFilterPluginCreator::getFieldNames() noexcept { return &mFieldCollection; }
 

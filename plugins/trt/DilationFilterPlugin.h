@@ -10,6 +10,7 @@
 #pragma once
 
 #include "NvInferRuntime.h"
+#include "pluginBase.h"
 
 #if !defined(TRT_MAJOR_RTX) && NV_TENSORRT_MAJOR < 10
 #error "DilationFilterPlugin implements IPluginV3, which needs TensorRT >= 10 (or TensorRT-RTX) headers"
@@ -20,25 +21,18 @@
 
 namespace edge_derain {
 
-class DilationFilterPlugin final : public nvinfer1::IPluginV3,
-                                   public nvinfer1::IPluginV3OneCore,
-                                   public nvinfer1::IPluginV3OneBuild,
-                                   public nvinfer1::IPluginV3OneRuntime {
+class DilationFilterPlugin final : public PluginV3Base<DilationFilterPlugin> {
 public:
+    static constexpr char const* kName = "DilationFilter";
+
     //! `dilations` must already be validated (see DilationFilterPluginCreator::createPlugin).
     explicit DilationFilterPlugin(std::vector<int32_t> dilations);
     DilationFilterPlugin(DilationFilterPlugin const&) = delete;
     DilationFilterPlugin& operator=(DilationFilterPlugin const&) = delete;
     ~DilationFilterPlugin() override = default;
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    //! A new plugin with these fields (PluginV3Base::clone); may throw std::bad_alloc.
+    DilationFilterPlugin* copy() const;
 
     // IPluginV3OneBuild (no CUDA calls in any of these: they run on build machines without a GPU)
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -50,7 +44,6 @@ public:
                             nvinfer1::IExprBuilder& exprBuilder) noexcept override;
     bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
                                    int32_t nbOutputs) noexcept override;
-    int32_t getNbOutputs() const noexcept override;
 
     // IPluginV3OneRuntime
     int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
@@ -58,7 +51,6 @@ public:
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
                     void const* const* inputs, void* const* outputs, void* workspace,
                     cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
     nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
     std::vector<int32_t> const& dilations() const noexcept { return mDilations; }
@@ -69,13 +61,10 @@ private:
     nvinfer1::PluginFieldCollection mSerializedFields;
 };
 
-class DilationFilterPluginCreator final : public nvinfer1::IPluginCreatorV3One {
+class DilationFilterPluginCreator final : public PluginCreatorBase<DilationFilterPlugin> {
 public:
     DilationFilterPluginCreator();
 
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
     //! Returns nullptr (after logging why) for invalid fields: a wrong type or count of `dilations`, a
     //! dilation < 1, or a spec attribute (kernel_size, padding, kernel_layout, output_layout) with a value

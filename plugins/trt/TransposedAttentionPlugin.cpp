@@ -7,22 +7,10 @@
 #include <string>
 #include <utility>
 
-using nvinfer1::DataType;
-using nvinfer1::Dims;
-using nvinfer1::DimsExprs;
-using nvinfer1::DynamicPluginTensorDesc;
-using nvinfer1::ILogger;
-using nvinfer1::PluginField;
-using nvinfer1::PluginFieldCollection;
-using nvinfer1::PluginFieldType;
-using nvinfer1::PluginTensorDesc;
-
 namespace edge_derain {
 namespace {
 
-constexpr char const* kPluginName = "TransposedAttention";
-constexpr char const* kPluginVersion = "1";
-constexpr char const* kPluginNamespace = "";
+constexpr char const* kPluginName = TransposedAttentionPlugin::kName;
 constexpr int32_t kNbOutputs = 1;
 // Input positions.
 constexpr int32_t kQ = 0;
@@ -190,6 +178,27 @@ bool AttentionConfig::needsBranchWeights() const noexcept {
 // ---------------------------------------------------------------------------------------------------
 // TransposedAttentionPlugin
 
+namespace {
+
+Dims descDims(DynamicPluginTensorDesc const& desc) { return desc.desc.dims; }
+Dims descDims(PluginTensorDesc const& desc) { return desc.dims; }
+Dims descDims(DimsExprs const& exprs) { return constantDims(exprs); }
+
+//! The input count and shapes of a getOutputShapes / configurePlugin / onShapeChange call (logged when wrong).
+template <typename Desc>
+bool inputsFit(AttentionConfig const& config, Desc const* in, int32_t nbInputs, int32_t nbOutputs) noexcept {
+    if (!checkIoCounts(config, nbInputs, nbOutputs)) {
+        return false;
+    }
+    Dims dims[kNbInputsWithWeights];
+    for (int32_t i = 0; i < nbInputs; ++i) {
+        dims[i] = descDims(in[i]);
+    }
+    return checkShapes(config, dims, nbInputs);
+}
+
+} // namespace
+
 TransposedAttentionPlugin::TransposedAttentionPlugin(AttentionConfig config)
     : mConfig(std::move(config)), mModeName(modeName(mConfig.mode)) {
     mSerializedFields.emplace_back("num_heads", &mConfig.numHeads, PluginFieldType::kINT32, 1);
@@ -204,43 +213,15 @@ TransposedAttentionPlugin::TransposedAttentionPlugin(AttentionConfig config)
     mSerializedFieldCollection = {static_cast<int32_t>(mSerializedFields.size()), mSerializedFields.data()};
 }
 
-nvinfer1::IPluginCapability* TransposedAttentionPlugin::getCapabilityInterface(
-    nvinfer1::PluginCapabilityType type) noexcept {
-    switch (type) {
-    case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
-    case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
-    }
-    return nullptr;
+TransposedAttentionPlugin* TransposedAttentionPlugin::copy() const {
+    auto* copy = new TransposedAttentionPlugin(mConfig);
+    copy->mNbInputs = mNbInputs;
+    return copy;
 }
-
-nvinfer1::IPluginV3* TransposedAttentionPlugin::clone() noexcept {
-    try {
-        auto* copy = new TransposedAttentionPlugin(mConfig);
-        copy->mNbInputs = mNbInputs;
-        return copy;
-    } catch (std::exception const& e) {
-        logError(std::string("clone failed: ") + e.what());
-    }
-    return nullptr;
-}
-
-char const* TransposedAttentionPlugin::getPluginName() const noexcept { return kPluginName; }
-char const* TransposedAttentionPlugin::getPluginVersion() const noexcept { return kPluginVersion; }
-char const* TransposedAttentionPlugin::getPluginNamespace() const noexcept { return kPluginNamespace; }
-
-int32_t TransposedAttentionPlugin::getNbOutputs() const noexcept { return kNbOutputs; }
 
 int32_t TransposedAttentionPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                                    DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
-    if (!checkIoCounts(mConfig, nbInputs, nbOutputs)) {
-        return -1;
-    }
-    Dims dims[kNbInputsWithWeights];
-    for (int32_t i = 0; i < nbInputs; ++i) {
-        dims[i] = in[i].desc.dims;
-    }
-    if (!checkShapes(mConfig, dims, nbInputs)) {
+    if (!inputsFit(mConfig, in, nbInputs, nbOutputs)) {
         return -1;
     }
     mNbInputs = nbInputs;
@@ -273,14 +254,7 @@ int32_t TransposedAttentionPlugin::getOutputShapes(DimsExprs const* inputs, int3
                                                    DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/,
                                                    DimsExprs* outputs, int32_t nbOutputs,
                                                    nvinfer1::IExprBuilder& /*exprBuilder*/) noexcept {
-    if (!checkIoCounts(mConfig, nbInputs, nbOutputs)) {
-        return -1;
-    }
-    Dims dims[kNbInputsWithWeights];
-    for (int32_t i = 0; i < nbInputs; ++i) {
-        dims[i] = constantDims(inputs[i]);
-    }
-    if (!checkShapes(mConfig, dims, nbInputs)) {
+    if (!inputsFit(mConfig, inputs, nbInputs, nbOutputs)) {
         return -1;
     }
     outputs[0] = inputs[kQ];
@@ -325,14 +299,7 @@ size_t TransposedAttentionPlugin::getWorkspaceSize(DynamicPluginTensorDesc const
 
 int32_t TransposedAttentionPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs,
                                                  PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
-    if (!checkIoCounts(mConfig, nbInputs, nbOutputs)) {
-        return -1;
-    }
-    Dims dims[kNbInputsWithWeights];
-    for (int32_t i = 0; i < nbInputs; ++i) {
-        dims[i] = in[i].dims;
-    }
-    if (!checkShapes(mConfig, dims, nbInputs)) {
+    if (!inputsFit(mConfig, in, nbInputs, nbOutputs)) {
         return -1;
     }
     mNbInputs = nbInputs;
@@ -369,11 +336,6 @@ int32_t TransposedAttentionPlugin::enqueue(PluginTensorDesc const* inputDesc, Pl
     return status;
 }
 
-nvinfer1::IPluginV3* TransposedAttentionPlugin::attachToContext(
-    nvinfer1::IPluginResourceContext* /*context*/) noexcept {
-    return clone(); // stateless apart from the fields: nothing per-context to set up
-}
-
 PluginFieldCollection const* TransposedAttentionPlugin::getFieldsToSerialize() noexcept {
     return &mSerializedFieldCollection;
 }
@@ -388,10 +350,6 @@ TransposedAttentionPluginCreator::TransposedAttentionPluginCreator()
                   PluginField("topk", nullptr, PluginFieldType::kINT32, 0),
                   PluginField("eps", nullptr, PluginFieldType::kFLOAT32, 1)},
       mFieldCollection{static_cast<int32_t>(mFieldNames.size()), mFieldNames.data()} {}
-
-char const* TransposedAttentionPluginCreator::getPluginName() const noexcept { return kPluginName; }
-char const* TransposedAttentionPluginCreator::getPluginVersion() const noexcept { return kPluginVersion; }
-char const* TransposedAttentionPluginCreator::getPluginNamespace() const noexcept { return kPluginNamespace; }
 
 PluginFieldCollection const* TransposedAttentionPluginCreator::getFieldNames() noexcept { return &mFieldCollection; }
 

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "NvInferRuntime.h"
+#include "pluginBase.h"
 
 #if !defined(TRT_MAJOR_RTX) && NV_TENSORRT_MAJOR < 10
 #error "TransposedAttentionPlugin implements IPluginV3, which needs TensorRT >= 10 (or TensorRT-RTX) headers"
@@ -37,24 +38,17 @@ struct AttentionConfig {
     bool needsBranchWeights() const noexcept;
 };
 
-class TransposedAttentionPlugin final : public nvinfer1::IPluginV3,
-                                        public nvinfer1::IPluginV3OneCore,
-                                        public nvinfer1::IPluginV3OneBuild,
-                                        public nvinfer1::IPluginV3OneRuntime {
+class TransposedAttentionPlugin final : public PluginV3Base<TransposedAttentionPlugin> {
 public:
+    static constexpr char const* kName = "TransposedAttention";
+
     explicit TransposedAttentionPlugin(AttentionConfig config);
     TransposedAttentionPlugin(TransposedAttentionPlugin const&) = delete;
     TransposedAttentionPlugin& operator=(TransposedAttentionPlugin const&) = delete;
     ~TransposedAttentionPlugin() override = default;
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    //! A new plugin with these fields and input count (PluginV3Base::clone); may throw std::bad_alloc.
+    TransposedAttentionPlugin* copy() const;
 
     // IPluginV3OneBuild (no CUDA calls in any of these: they run on build machines without a GPU)
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -66,7 +60,6 @@ public:
                             nvinfer1::IExprBuilder& exprBuilder) noexcept override;
     bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
                                    int32_t nbOutputs) noexcept override;
-    int32_t getNbOutputs() const noexcept override;
     //! The kernels' scratch (split-K partial sums, Gram matrices, attention maps) for the profile's largest q,
     //! inputs[0].max: the size never decreases with N, H or W.
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
@@ -79,7 +72,6 @@ public:
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
                     void const* const* inputs, void* const* outputs, void* workspace,
                     cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
     nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
     AttentionConfig const& config() const noexcept { return mConfig; }
@@ -94,13 +86,10 @@ private:
     nvinfer1::PluginFieldCollection mSerializedFieldCollection;
 };
 
-class TransposedAttentionPluginCreator final : public nvinfer1::IPluginCreatorV3One {
+class TransposedAttentionPluginCreator final : public PluginCreatorBase<TransposedAttentionPlugin> {
 public:
     TransposedAttentionPluginCreator();
 
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
     //! Lists every field the plugin reads: TensorRT's ONNX parser passes on only the attributes named here.
     nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
     //! Returns nullptr (after logging why) for invalid fields: num_heads missing or < 1, an unknown mode,

@@ -10,6 +10,17 @@
 
 namespace edge_derain {
 
+// The TensorRT types the plugin sources name unqualified.
+using nvinfer1::DataType;
+using nvinfer1::Dims;
+using nvinfer1::DimsExprs;
+using nvinfer1::DynamicPluginTensorDesc;
+using nvinfer1::ILogger;
+using nvinfer1::PluginField;
+using nvinfer1::PluginFieldCollection;
+using nvinfer1::PluginFieldType;
+using nvinfer1::PluginTensorDesc;
+
 //! Routes plugin diagnostics to the logger TensorRT hands over through setLoggerFinder(); stderr
 //! before that.
 void setPluginLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
