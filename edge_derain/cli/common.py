@@ -29,10 +29,16 @@ def add_weights(p, backend=True):
     """``--weights``, ``--device`` (cpu default) and, for commands that run a model, ``--backend``."""
     p.add_argument("--weights", default=None,
                    help="a .safetensors checkpoint (with its .json sidecar) or a shipped name; default: shipped")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device(p)
     if backend:
         p.add_argument("--backend", default="torch",
                        help="torch (with --weights), a portable .onnx (ONNX Runtime) or a .engine (TensorRT)")
+
+
+def add_device(p, default: str = "cpu") -> None:
+    """``--device``: the PyTorch device, in every command (TensorRT build targets are ``build --target``)."""
+    p.add_argument("--device", default=default,
+                   help=f"PyTorch device: {'auto, ' if default == 'auto' else ''}cpu or cuda")
 
 
 def add_model_arg(p, help="config of an untrained --model that has no shipped weights"):

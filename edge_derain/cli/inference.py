@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from .common import (add_detector, add_quiet, add_seed, add_weights, derain_request, detector, open_args_backend,
-                     parse_kv, report_failures)
+from .common import (add_detector, add_device, add_quiet, add_seed, add_weights, derain_request, detector,
+                     open_args_backend, parse_kv, report_failures)
 
 
 def cmd_derain(args) -> int:
@@ -177,7 +177,7 @@ def _register_derain_and_demo(sub) -> None:
                                      "PSNR, FPS and per-stage latency")
     p.add_argument("--weights", default=None,
                    help="a .safetensors checkpoint (with its .json sidecar) or a shipped name; default: shipped")
-    p.add_argument("--device", default="auto", help="PyTorch device: auto, cpu or cuda")
+    add_device(p, default="auto")
     p.add_argument("--backend", default="auto",
                    help="auto (TensorRT where it builds for this GPU, else ONNX Runtime on the exported portable "
                         "graph, else PyTorch; edge-derain info says which), trt, ort, torch, or a .onnx/.engine file")
@@ -224,7 +224,7 @@ def _add_run_derain_args(p) -> None:
     p.add_argument("--weights", default=None, help="checkpoint or shipped name (default: shipped)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                    help="precision of an engine built on the fly")
-    p.add_argument("--device", default="auto", help="PyTorch device: auto, cpu or cuda")
+    add_device(p, default="auto")
     p.add_argument("--no-derain", action="store_true", help="no derain stage (baseline)")
     p.add_argument("--tile", type=int, default=0,
                    help="derain frames larger than this in overlapping tiles of this many pixels (bounds memory, "

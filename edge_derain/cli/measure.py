@@ -2,7 +2,7 @@
 (latency and FPS per backend, resolution and batch)."""
 from __future__ import annotations
 
-from .common import print_written, sizes
+from .common import add_device, print_written, sizes
 
 
 def cmd_compare(args) -> int:
@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--backend", required=True, help="backend under test: torch, a .onnx or a .engine")
     p.add_argument("--reference", default="torch", help="reference backend (default: PyTorch with --weights)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--sizes", nargs="+", default=["64x64", "61x90"], help="input sizes HxW")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -53,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--backend", nargs="+", default=["torch"],
                    help="NAME=SPEC or SPEC entries: torch, a .onnx, a .engine (e.g. torch ort=model.portable.onnx)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--res", nargs="+", default=["480x640"], help="resolutions HxW")
     p.add_argument("--batch", type=int, nargs="+", default=[1],
                    help="batch sizes, e.g. 1 2 4 8 (the streams of a multi-camera run): frames/s per batch size")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_model_arg, add_quiet, add_seed, model_config, parse_kv
+from .common import add_device, add_model_arg, add_quiet, add_seed, model_config, parse_kv
 
 
 def cmd_train(args) -> int:
@@ -124,7 +124,7 @@ def _add_train_run_args(p) -> None:
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N pairs only")
     add_seed(p)
     p.add_argument("--workers", type=int, default=-1, help="data loader workers; -1 = auto")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device(p, default="auto")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.state.pt")
     add_quiet(p)
 
@@ -159,7 +159,7 @@ def _register_release(sub) -> None:
     p.add_argument("--data", required=True, help="data directory with the evaluation sets (val/, rain800_train/)")
     p.add_argument("--dest", default=str(Path(__file__).resolve().parent.parent / "weights"),
                    help="folder of the shipped weights")
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     add_quiet(p)
     p.set_defaults(func=cmd_ship)
 
