@@ -19,7 +19,7 @@ from .models import create_model
 from .utils import atomic_path, atomic_write_json
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = "efderain_w025"
+DEFAULT_WEIGHTS = "elf_lw"
 
 
 def sidecar_path(weights: Path) -> Path:
