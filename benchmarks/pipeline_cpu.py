@@ -70,7 +70,9 @@ def measure(frames: int, live_seconds: float) -> dict:
                      "--duration", str(live_seconds), "--stats", str(stats_path))
         live = {"source": "test (live, 30 frames/s)", "width": 640, "height": 480, "detector": "hog",
                 "seconds": live_seconds, **stage_summary(json.loads(stats_path.read_text()))}
-    return {"frames": frames, "runs": runs, "live": live, "environment": environment()}
+    from edge_derain.checkpoint import DEFAULT_WEIGHTS
+
+    return {"weights": DEFAULT_WEIGHTS, "frames": frames, "runs": runs, "live": live, "environment": environment()}
 
 
 def _ms(entry: dict | None) -> str:
@@ -81,9 +83,11 @@ def markdown(results: dict) -> str:
     rows = [[f"{r['width']}×{r['height']}", "derain + HOG" if r["detector"] == "hog" else "derain only",
              f"{r['fps']:.2f}", _ms(r.get("derain")), _ms(r.get("detect"))] for r in results["runs"]]
     live = results["live"]
+    # Results from before the weights were recorded in the JSON were measured with the default of then.
+    weights = results.get("weights", "efderain_w025")
     return (f"`python benchmarks/pipeline_cpu.py` ([JSON](benchmarks/results/pipeline_cpu.json)): "
             f"`edge-derain run --source rain480.mp4 --sink fake --backend ort --detector hog|none "
-            f"--frames {results['frames']}`, shipped default weights, portable graph on ONNX Runtime fp32; "
+            f"--frames {results['frames']}`, the shipped default weights of that day (`{weights}`), portable graph on ONNX Runtime fp32; "
             f"{describe_machine(results['environment'])}.\n\n"
             + markdown_table(["resolution", "stages", "FPS", "derain p50 / p99 ms", "HOG p50 / p99 ms"], rows)
             + "\n\nLive 30 frames/s test camera at 640×480 with HOG "

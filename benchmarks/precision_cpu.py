@@ -140,7 +140,7 @@ def markdown(results: dict) -> str:
     b = results["budget"]
     weights = f"`{results['weights']}`" if "weights" in results else f"model `{results['model']}`"
     return (f"`python benchmarks/precision_cpu.py --data ../shared/data` "
-            f"([JSON](benchmarks/results/precision_cpu.json)): the shipped default weights ({weights}), "
+            f"([JSON](benchmarks/results/precision_cpu.json)): the shipped default weights of that day ({weights}), "
             f"{describe_machine(results['environment'])}. "
             f"Drop = FP32 minus the precision (positive = worse).\n\n"
             + markdown_table(["set", "FP32 PSNR-Y", "INT8 drop", "FP16 drop"], rows)

@@ -112,7 +112,8 @@ def test_gpu_check_renders_its_tables_and_merges_a_partial_run():
     assert gpu_check.failures(failed) == ["sanitizer"]
 
 
-CPU_RESULTS = ("model_complexity", "models_cpu", "efderain_cpu", "precision_cpu", "pipeline_cpu", "rain_gate")
+CPU_RESULTS = ("model_complexity", "models_cpu", "efderain_cpu", "precision_cpu", "pipeline_cpu", "rain_gate",
+               "batch_cpu")
 
 
 @pytest.mark.parametrize("name", CPU_RESULTS)
