@@ -67,14 +67,14 @@ def test_cli_build_rejects_bad_profile_in_one_line(rtx, exported, tmp_path, caps
 
 
 def test_cli_export_compare_bench(tmp_path, capsys):
-    assert main(["export", "--out", str(tmp_path / "m")]) == 0
+    assert main(["export", "--weights", "efderain_w025", "--out", str(tmp_path / "m")]) == 0
     assert "1 DilationFilter" in capsys.readouterr().out
     portable = tmp_path / "m.portable.onnx"
-    assert main(["compare", "--backend", str(portable), "--sizes", "48x64", "37x53",
+    assert main(["compare", "--backend", str(portable), "--weights", "efderain_w025", "--sizes", "48x64", "37x53",
                  "--json", str(tmp_path / "cmp.json")]) == 0
     report = json.loads((tmp_path / "cmp.json").read_text())
     assert report["passed"] and all(r["max_abs_err"] < 1e-4 for r in report["results"])
-    assert main(["bench", "--backend", "torch", f"ort={portable}", "--res", "64x96", "--iters", "3",
+    assert main(["bench", "--backend", "torch", f"ort={portable}", "--weights", "efderain_w025", "--res", "64x96", "--iters", "3",
                  "--warmup", "1", "--out", str(tmp_path / "bench")]) == 0
     bench = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
     assert {r["backend"] for r in bench["results"]} == {"torch", "ort"}

@@ -86,6 +86,7 @@ def test_draw_caption_writes_white_text_that_fits_on_a_dark_band():
     assert draw_caption(frame, " \n") == 0
 
 
+@pytest.mark.slow  # the default model (ELF-LW) on every demo frame: 45-90 s on a 2-core CPU
 def test_demo_clip_has_captioned_panels_true_psnr_detections_and_plays_in_browsers(tmp_path, backend):
     clip = 4
     result = run_demo(backend, tmp_path, clip=clip)

@@ -133,7 +133,7 @@ def efderain(tmp_path_factory):
     from edge_derain.models import create_model
 
     try:
-        model = load_model()
+        model = load_model("efderain_w025")
     except FileNotFoundError:
         torch.manual_seed(0)
         model = create_model("efderain", width=0.25)

@@ -48,7 +48,7 @@ def export(tmp_path_factory):
     from edge_derain.checkpoint import load_model
     from edge_derain.export import export_model
 
-    result = export_model(load_model(), tmp_path_factory.mktemp("export") / "ef")
+    result = export_model(load_model("efderain_w025"), tmp_path_factory.mktemp("export") / "ef")
     return result.plugin_path, result.portable_path
 
 

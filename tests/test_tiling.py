@@ -12,9 +12,16 @@ from edge_derain.data import read_image
 from edge_derain.demo import SAMPLE_IMAGE
 
 
+# The tiling mechanics are checked on the fully convolutional shipped model: its output pixel depends on a
+# bounded neighbourhood, so tiled and whole-image outputs must agree to a fraction of a grey level. The
+# default model (ELF-LW) has transposed attention, whose channel statistics span the whole frame (or tile):
+# its own test below bounds the difference instead.
+LOCAL_MODEL = "efderain_w025"
+
+
 @pytest.fixture(scope="module")
 def torch_backend():
-    return TorchBackend(load_model())
+    return TorchBackend(load_model(LOCAL_MODEL))
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +66,10 @@ def test_tiled_matches_whole_image_on_a_real_photo(torch_backend, photo):
     whole = np.clip(torch_backend.run(photo), 0, 1)
     recording = _Recording(torch_backend)
     tiled = np.clip(run_tiled(recording, photo, tile=192), 0, 1)
-    assert default_overlap(torch_backend) == 64  # twice efderain's receptive radius
+    overlap = default_overlap(torch_backend)
+    assert overlap == 128  # twice efderain's receptive radius
     padded = [-(-side // 16) * 16 for side in photo.shape[-2:]]
-    assert len(recording.shapes) == len(tile_starts(padded[0], 192, 64)) * len(tile_starts(padded[1], 192, 64)) > 4
+    assert len(recording.shapes) == len(tile_starts(padded[0], 192, overlap)) * len(tile_starts(padded[1], 192, overlap)) > 4
     assert {s[-2:] for s in recording.shapes} == {(192, 192)}  # full, aligned tiles: one engine shape
     diff = np.abs(tiled - whole)
     assert diff.mean() < 0.1 / 255 and diff.max() < 4 / 255, (diff.mean() * 255, diff.max() * 255)
@@ -75,27 +83,43 @@ def test_every_backend_tiles_onnxruntime(tmp_path, photo):
     from edge_derain.backends import open_backend
     from edge_derain.export import export_model
 
-    model = load_model()
+    model = load_model(LOCAL_MODEL)
     portable = export_model(model, tmp_path / "efderain").portable_path
     backend = open_backend(str(portable))
-    assert backend.receptive_radius == model.receptive_radius == 32  # carried by the graph's metadata
-    crop = np.ascontiguousarray(photo[..., :160, :224])
+    assert backend.receptive_radius == model.receptive_radius == 64  # carried by the graph's metadata
+    crop = np.ascontiguousarray(photo[..., :256, :320])
     whole = np.clip(backend.run(crop), 0, 1)
-    tiled = np.clip(run_tiled(backend, crop, tile=128), 0, 1)
+    tiled = np.clip(run_tiled(backend, crop, tile=192), 0, 1)
     diff = np.abs(tiled - whole)
     assert diff.mean() < 0.2 / 255 and diff.max() < 6 / 255, (diff.mean() * 255, diff.max() * 255)
 
 
-def test_receptive_radius_covers_the_shipped_model():
+def test_receptive_radius_covers_the_local_model():
     """The default overlap is twice ``receptive_radius``: beyond it an output pixel hardly depends on its input
     (gradient of one output pixel of the shipped weights on a random image, never zeros)."""
     import torch
 
-    model = load_model()
+    model = load_model(LOCAL_MODEL)
+    radius, size = model.receptive_radius, 4 * model.receptive_radius + 32
     generator = torch.Generator().manual_seed(0)
-    x = torch.rand(1, 3, 160, 160, generator=generator, requires_grad=True)
-    model.core(x)[0][0, :, 80, 80].sum().backward()
+    x = torch.rand(1, 3, size, size, generator=generator, requires_grad=True)
+    model.core(x)[0][0, :, size // 2, size // 2].sum().backward()
     grad = x.grad[0].abs().sum(0).numpy()
-    yy, xx = np.mgrid[:160, :160]
-    beyond = np.maximum(abs(yy - 80), abs(xx - 80)) > model.receptive_radius
-    assert grad[beyond].sum() / grad.sum() < 1e-3
+    yy, xx = np.mgrid[:size, :size]
+    distance = np.maximum(abs(yy - size // 2), abs(xx - size // 2))
+    assert grad[distance > 2 * radius].sum() / grad.sum() < 1e-3
+
+
+@pytest.mark.slow
+def test_tiling_the_default_attention_model_stays_close_to_the_whole_image(photo):
+    """ELF-LW's transposed attention pools over the whole input, so a tile sees only its own statistics:
+    tiled output is not bit-close to whole-image output, but within 50 dB PSNR of it (measured 54.6 dB at
+    256 px tiles on this photo), far below what deraining changes."""
+    from edge_derain.checkpoint import DEFAULT_WEIGHTS
+
+    backend = TorchBackend(load_model(DEFAULT_WEIGHTS))
+    whole = np.clip(backend.run(photo), 0, 1)
+    tiled = np.clip(run_tiled(backend, photo, tile=256), 0, 1)
+    psnr = 10 * np.log10(1.0 / np.mean((tiled - whole) ** 2))
+    assert psnr > 50, psnr
+    assert np.abs(np.clip(run_tiled(backend, photo, tile=256, overlap=0), 0, 1) - whole).max() > np.abs(tiled - whole).max()
