@@ -35,6 +35,7 @@ import numpy as np
 from . import register_elements, require_gst
 from .pipeline import (PipelineDefinition, SinkSpec, check_display, element, finish_recording, gst_value,
                        infer_pipeline, platform_fragments, resolve_platform, sink_fragment)
+from .signals import StopOnSignals
 from .stats import LatencySeries
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class MultiStreamRunner:
         worker = threading.Thread(target=self._batch_loop, name="edge-derain-batcher", daemon=True)
         worker.start()
         self._timer = GLib.timeout_add(200, self._tick)
-        with _signals(self):
+        with StopOnSignals(lambda: self.request_stop("interrupted")):
             self._loop.run()
         worker.join(timeout=30)
         self._finish_egress()
@@ -288,21 +289,12 @@ class MultiStreamRunner:
             self._egress[key] = pipeline
 
     def _serve_rtsp(self, sink: SinkSpec, launch: str) -> None:
-        import gi
+        from .rtsp_server import RtspServer
 
-        gi.require_version("GstRtspServer", "1.0")
-        from gi.repository import GstRtspServer
-
-        server = GstRtspServer.RTSPServer()
-        server.set_service(str(sink.port))
-        factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(launch)
-        factory.set_shared(True)
-        server.get_mount_points().add_factory(sink.mount, factory)
-        if not server.attach(None):
+        server = RtspServer(sink.port, sink.mount, launch)
+        if not server.serving:
             raise RuntimeError(f"cannot serve RTSP on port {sink.port} (in use?); pick another with --sink rtsp:PORT/...")
         self._rtsp.append(server)
-        log.warning("serving rtsp://127.0.0.1:%d%s", sink.port, sink.mount)
 
     def _start_ingest(self, stream: Stream) -> bool:
         Gst = require_gst()
@@ -586,6 +578,9 @@ class MultiStreamRunner:
             if kept is not None:
                 log.warning("output %s: the unfinished recording is kept as %s", key, kept)
         self._egress.clear()
+        for server in self._rtsp:
+            server.close()
+        self._rtsp.clear()
 
     def summary(self) -> dict:
         elapsed = time.monotonic() - self._started
@@ -605,26 +600,6 @@ def _try_pull(appsink):
     """The next sample of an appsink, or None. The action signal works whatever Python class the element
     was wrapped in: an appsink first seen before ``GstApp`` was imported has no ``try_pull_sample``."""
     return appsink.emit("try-pull-sample", 0)
-
-
-class _signals:
-    """SIGINT/SIGTERM -> finish the outputs (main thread only; the previous handlers come back)."""
-
-    def __init__(self, runner: MultiStreamRunner):
-        self.runner, self.previous = runner, {}
-
-    def __enter__(self):
-        import signal
-
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, lambda *_: self.runner.request_stop("interrupted"))
-
-    def __exit__(self, *exc):
-        import signal
-
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
 
 
 def format_multistream_summary(summary: dict) -> str:
