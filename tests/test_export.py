@@ -330,3 +330,18 @@ def test_resolve_providers():
         resolve_providers([cuda], [cpu])
     with pytest.raises(ValueError, match="providers must be 'auto'"):
         resolve_providers("cuda", [cpu])
+
+
+def test_exported_graph_cache_is_keyed_by_the_exporter_code(tmp_path, monkeypatch):
+    """A change of exporter or model code exports again instead of serving the graph the old code wrote."""
+    import edge_derain.export as export
+    from edge_derain.export.onnx_export import exporter_digest
+    from edge_derain.gst.select import exported_onnx
+
+    monkeypatch.setenv("EDGE_DERAIN_CACHE", str(tmp_path / "edge_derain"))
+    assert len(exporter_digest()) == 12 and exporter_digest() == exporter_digest()
+    first = exported_onnx("efderain_w025")
+    assert all(p.is_file() for p in first) and exporter_digest() in first[0].name
+    monkeypatch.setattr(export, "exporter_digest", lambda: "0" * 12)
+    second = exported_onnx("efderain_w025")
+    assert second[0] != first[0] and second[0].is_file() and "0" * 12 in second[0].name

@@ -165,3 +165,17 @@ def export_model(model: nn.Module, out_path: str | Path, opset: int = MIN_OPSET,
     if portable_model is not None:
         atomic_write_bytes(portable_path, portable_model.SerializeToString())
     return ExportResult(plugin_path, portable_path if portable else None, describe_custom_nodes(plugin))
+
+
+def exporter_digest() -> str:
+    """A short hash of the code that shapes an exported graph (models, custom operators, export passes), so
+    that caches of exported graphs are keyed by it as well as by the weights: a change of exporter or of
+    a model's metadata (``receptive_radius``) then exports again instead of serving the old graph."""
+    import hashlib
+
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for folder in ("models", "ops", "export"):
+        for path in sorted((package / folder).glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]

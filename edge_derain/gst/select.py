@@ -78,14 +78,15 @@ def resolve_kind(request: BackendRequest) -> AutoChoice:
 
 
 def exported_onnx(weights: str | None = None) -> tuple[Path, Path]:
-    """(plugin graph, portable graph) of ``weights``, exported once into the per-user cache."""
+    """(plugin graph, portable graph) of ``weights``, exported once into the per-user cache (keyed by the
+    weights and by the exporter's code)."""
     from ..checkpoint import load_model, resolve_weights
-    from ..export import export_model, plugin_and_portable_paths
+    from ..export import export_model, exporter_digest, plugin_and_portable_paths
     from ..utils import cache_dir
 
     path = resolve_weights(weights)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    plugin, portable = plugin_and_portable_paths(cache_dir("onnx") / f"{path.stem}-{digest}.onnx")
+    plugin, portable = plugin_and_portable_paths(cache_dir("onnx") / f"{path.stem}-{digest}-{exporter_digest()}.onnx")
     if not (plugin.is_file() and portable.is_file()):
         log.info("exporting %s to %s", path.name, plugin.parent)
         export_model(load_model(path), plugin)
