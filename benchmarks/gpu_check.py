@@ -7,8 +7,10 @@ against PyTorch implementations of the same operator.
 
 Needs an NVIDIA GPU visible to torch and nvcc (or --lib with a built libedge_derain_kernels.so). On a
 machine without a CUDA GPU it prints "no CUDA GPU" and exits 0. Exit status 1 when a check fails.
-Writes ``benchmarks/results/gpu_check.json`` (parts not run this time are kept from the previous file
-of the same device and kernel sources) and renders the ``gpu_check_*`` tables of ``BENCHMARKS.md``.
+Writes this run alone to ``benchmarks/results/gpu_check-<device>-<date>.json`` (commit it: old and new runs
+stay side by side), and ``benchmarks/results/gpu_check.json`` (parts not run this time are kept from the
+previous file of the same device and kernel sources), which renders the ``gpu_check_*`` tables of
+``BENCHMARKS.md``.
 
 Each entry of CHECKS is one operator, or the engine path: it returns a list of result rows (one per case)
 that the table and the JSON report share. Two more parts (``gpu_profile.py``) need the CUDA toolkit's tools:
@@ -409,6 +411,15 @@ def merge_reports(previous: dict, current: dict) -> dict:
     return merged
 
 
+def archive_name(report: dict, date: str) -> str:
+    """``gpu_check-<device>-<date>.json``: one committed file per device and day, so later runs (new kernels,
+    other GPUs) sit beside the old ones instead of replacing them."""
+    import re
+
+    device = re.sub(r"[^a-z0-9]+", "-", report["device"].lower()).strip("-")
+    return f"{NAME}-{device}-{date}.json"
+
+
 def failures(report: dict) -> list[str]:
     failed = [f"{name} {row['case']} {row['dtype']}" for name, rows in report.get("checks", {}).items() for row in rows
               if row["status"] == "FAIL"]
@@ -426,7 +437,7 @@ def publish_report(report: dict, out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reporting import RESULTS, load_results
+    from reporting import RESULTS, load_results, write_results
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS / f"{NAME}.json",
@@ -499,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"\n{part}: {report[part]['status']}")
 
     previous = load_results(args.out) if args.out.is_file() else {}
+    write_results(args.out.parent / archive_name(report, date), {**report, "passed": not failures(report)})
     report = merge_reports(previous, report)
     report["passed"] = not failures(report)
     publish_report(report, args.out)

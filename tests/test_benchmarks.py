@@ -110,6 +110,7 @@ def test_gpu_check_renders_its_tables_and_merges_a_partial_run():
     assert "dilation_filter" not in gpu_check.merge_reports(other_device, partial)["checks"]
     failed = {**merged, "sanitizer": {"status": "FAIL", "errors": 3}}
     assert gpu_check.failures(failed) == ["sanitizer"]
+    assert gpu_check.archive_name({"device": "NVIDIA H200"}, "2026-12-04") == "gpu_check-nvidia-h200-2026-12-04.json"
 
 
 CPU_RESULTS = ("model_complexity", "models_cpu", "efderain_cpu", "precision_cpu", "pipeline_cpu", "rain_gate",
