@@ -49,8 +49,10 @@ def entropy_at_bins(plugin_onnx: Path, calib_dir: Path, bins: int, work: Path) -
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 
     from edge_derain.quant.calibration_set import CalibrationSet
-    from edge_derain.quant.qdq import QMAX, QuantTable, graph_input, holdout_drops, insert_qdq, quantizable_convs
-    from edge_derain.quant.qdq import resolve_graphs
+    from edge_derain.quant.graphs import graph_input, quantizable_convs, resolve_graphs
+    from edge_derain.quant.qdq import insert_qdq
+    from edge_derain.quant.table import QMAX, QuantTable
+    from edge_derain.quant.workflow import holdout_drops
 
     _, portable_path = resolve_graphs(plugin_onnx)
     portable = onnx.load(str(portable_path))

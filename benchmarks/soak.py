@@ -64,7 +64,8 @@ def soak(minutes: float, interval: float, warmup: float, fps: int, size: tuple[i
 
     from edge_derain.checkpoint import load_model
     from edge_derain.export import export_model
-    from edge_derain.gst.pipeline import PipelineOptions, run_pipeline
+    from edge_derain.gst.pipeline import PipelineOptions
+    from edge_derain.gst.runner import run_pipeline
 
     env = environment()
     seconds = minutes * 60

@@ -31,7 +31,7 @@ def ship_weights(weights: str | Path, name: str, data_dir: str | Path, dest: str
     results = evaluate_sets(TorchBackend(model, device), data_dir, progress=progress)
     if "val" not in results:
         raise FileNotFoundError(f"{data_dir}/val does not exist; shipping measures the weights on the evaluation "
-                                f"sets of the data directory (e.g. ../shared/data)")
+                                f"sets of the data directory (layout: docs/data.md)")
     kept = {k: meta[k] for k in _KEEP if k in meta}
     path = save_checkpoint(Path(dest) / name, model, storage_dtype=torch.float16, **kept, lineage=lineage_of(meta),
                            metrics=results["val"],

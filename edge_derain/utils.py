@@ -1,13 +1,15 @@
-"""Small helpers shared by every stage: atomic file writes and the git revision of the checkout."""
+"""Small helpers shared by every stage: atomic file writes, source digests and the git revision of the
+checkout."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 @contextlib.contextmanager
@@ -83,3 +85,13 @@ def cache_dir(*parts: str) -> Path:
     base = os.environ.get("EDGE_DERAIN_CACHE")
     root = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge_derain"
     return root.joinpath(*parts)
+
+
+def files_sha256(paths: Iterable[Path], root: Path, extra: bytes = b"") -> str:
+    """SHA-256 (hex) of files named relative to ``root`` (name and content of each, in the given order),
+    then ``extra``: what keys caches of things built from source files."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(extra)
+    return digest.hexdigest()

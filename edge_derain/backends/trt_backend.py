@@ -285,7 +285,7 @@ class TensorRTBackend(Backend):
 
     def _provide_plugins(self, trt) -> str:
         """Make the engine's plugin creators available; returns 'python' or the library path."""
-        from ..engine.builder import find_plugin_library, load_plugin_library
+        from ..engine.plugin_library import find_plugin_library, load_plugin_library
         from ..engine.python_plugins import register_python_plugins
 
         implementation = self.sidecar["key"].get("plugin_implementation", "python")

@@ -76,7 +76,7 @@ def _register_eval(sub) -> None:
     p = sub.add_parser("eval", help="PSNR/SSIM (Y, RGB) per image and mean on a paired folder")
     add_weights(p)
     p.add_argument("--data", required=True, help="folder with rain/ and clean/ (same file names), or with --set "
-                                                 "the data directory (../shared/data layout)")
+                                                 "the data directory (layout: docs/data.md)")
     p.add_argument("--set", default=None, choices=["val", "rain800-holdout", "light", "drizzle", "dry"],
                    help="a named evaluation set of the data directory: val/, held-out Rain800 scenes, light rain or "
                         "drizzle rendered on the val/ clean images, or dry frames (clean images as input)")

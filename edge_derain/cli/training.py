@@ -137,7 +137,7 @@ def _register_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("pack", help="pack the training data into one compact file of uint8 crops")
-    p.add_argument("--data", required=True, help="data directory (../shared/data layout)")
+    p.add_argument("--data", required=True, help="data directory (layout: docs/data.md)")
     p.add_argument("--out", required=True, help="the pack file (.npz)")
     p.add_argument("--pack-mib", type=float, default=64.0, help="size budget (64 MiB travels to a lent GPU)")
     p.add_argument("--crop", type=int, default=128, help="crop size stored (training crops are <= this)")

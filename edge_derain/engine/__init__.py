@@ -3,12 +3,14 @@
 
 Nothing here imports TensorRT at import time; ``detect_tensorrt()`` does so on first use.
 """
-from .builder import (BuildResult, EngineBuildError, EngineLayer, OnnxParseError, ShapeProfile, build_engine,
-                      resolve_build_target)
+from .builder import BuildResult, build_engine, resolve_build_target
 from .cache import (CachedEngine, CacheEntry, DeviceFingerprint, EngineCache, EngineKey, EngineMismatchError,
                     check_engine_compatible, read_sidecar, sidecar_path)
+from .errors import EngineBuildError, OnnxParseError
 from .flavour import (CudaDevice, NoCudaDevice, TensorRTFlavour, TensorRTSetupError, TensorRTUnavailable,
                       detect_tensorrt, list_devices)
+from .layers import EngineLayer
+from .profile import ShapeProfile
 from .python_plugins import register_python_plugins
 
 __all__ = [

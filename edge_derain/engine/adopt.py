@@ -20,8 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..utils import atomic_write_json
-from .builder import (EngineLayer, OnnxSummary, ShapeProfile, attach_plugins, inspect_onnx, layers_from_inspector,
-                      load_plugin_library, onnx_sha256)
+from .layers import EngineLayer, attach_plugins, layers_from_inspector
+from .onnx_info import OnnxSummary, inspect_onnx, onnx_sha256
+from .plugin_library import load_plugin_library
+from .profile import ShapeProfile
 from .cache import DeviceFingerprint, EngineKey, PluginUse, engine_sidecar, sidecar_path
 from .flavour import NoCudaDevice, TensorRTFlavour, detect_tensorrt, list_devices
 from .python_plugins import register_python_plugins

@@ -25,9 +25,13 @@ from typing import Iterable
 
 from .. import __version__
 from ..utils import atomic_write_json
-from .builder import (EngineBuildError, EngineLayer, OnnxSummary, ShapeProfile, build_engine, check_typing,
-                      find_plugin_library, input_multiple_of, inspect_onnx, needs_fp16_conversion, onnx_sha256,
-                      plan_precision, resolve_build_target, resolve_shapes, summarize_layers)
+from .builder import build_engine, resolve_build_target
+from .errors import EngineBuildError
+from .layers import EngineLayer, summarize_layers
+from .onnx_info import OnnxSummary, input_multiple_of, inspect_onnx, onnx_sha256, resolve_shapes
+from .plugin_library import find_plugin_library
+from .policy import check_typing, needs_fp16_conversion, plan_precision
+from .profile import ShapeProfile
 from .flavour import NoCudaDevice, TensorRTFlavour, detect_tensorrt, list_devices
 from .python_plugins import plugin_hash
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -27,7 +26,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..utils import atomic_path
+from ..utils import atomic_path, files_sha256
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,7 @@ def kernel_sources_hash(flags: Sequence[str] | None = None) -> str:
     Without flags it identifies the kernels' code and is what engine metadata records as the kernel
     hash (the same on every machine); with flags it keys the compiled-library cache.
     """
-    root = plugin_source_dir()
-    digest = hashlib.sha256()
-    for path in kernel_sources():
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    if flags is not None:
-        digest.update(" ".join(flags).encode())
-    return digest.hexdigest()
+    return files_sha256(kernel_sources(), plugin_source_dir(), " ".join(flags).encode() if flags is not None else b"")
 
 
 def _header_define(name: str) -> str:

@@ -171,11 +171,8 @@ def exporter_digest() -> str:
     """A short hash of the code that shapes an exported graph (models, custom operators, export passes), so
     that caches of exported graphs are keyed by it as well as by the weights: a change of exporter or of
     a model's metadata (``receptive_radius``) then exports again instead of serving the old graph."""
-    import hashlib
+    from ..utils import files_sha256
 
     package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for folder in ("models", "ops", "export"):
-        for path in sorted((package / folder).glob("*.py")):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
+    return files_sha256([path for folder in ("models", "ops", "export")
+                         for path in sorted((package / folder).glob("*.py"))], package)[:12]

@@ -394,6 +394,20 @@ def compose(options: PipelineOptions, segment: int = 0, udp_port: int = DEFAULT_
                             tuple(queues), tuple(stages), server, location, bool(leaky and queues))
 
 
+def describe_error(message, source_name: str | None = None) -> str:
+    """One line for a bus ERROR: the element, GStreamer's message and its last debug line; errors of the
+    source part (``source_name`` not None: its location, possibly empty) say so."""
+    error, debug = message.parse_error()
+    log.debug("%s: %s (%s)", message.src.get_path_string(), error.message, debug)
+    text = f"{message.src.get_name()}: {' '.join(error.message.split()).rstrip('.')}"
+    detail = (debug or "").strip().splitlines()[-1].strip() if debug else ""
+    if detail and detail.split(": ", 1)[-1] not in text and len(detail) < 160:
+        text += f" ({detail})"
+    if source_name is not None:
+        text = f"source{' ' + source_name if source_name else ''} failed: {text}"
+    return text
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -401,7 +415,7 @@ def free_udp_port() -> int:
 
 
 #: Moved to :mod:`.runner` (which imports this module); resolved on first use for the old import path.
-_RUNNER_NAMES = ("PipelineRunner", "RunResult", "describe_error", "run_pipeline")
+_RUNNER_NAMES = ("PipelineRunner", "RunResult", "run_pipeline")
 
 
 def __getattr__(name: str):

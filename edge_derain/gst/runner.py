@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import register_elements, require_gst
-from .pipeline import (ComposedPipeline, PipelineOptions, check_display, compose, finish_recording,
-                       free_udp_port)
+from .pipeline import (ComposedPipeline, PipelineOptions, check_display, compose, describe_error,
+                       finish_recording, free_udp_port)
 from .rtsp_server import RtspServer
 from .signals import StopOnSignals
 from .stats import STATS_MESSAGE, PipelineStats
@@ -36,20 +36,6 @@ class RunResult:
     frames_in: int = 0          # frames that entered the processing stages
     frames_out: int = 0         # frames that left them (what --frames counts)
     stats: dict | None = None
-
-
-def describe_error(message, source_name: str | None = None) -> str:
-    """One line for a bus ERROR: the element, GStreamer's message and its last debug line; errors of the
-    source part (``source_name`` not None: its location, possibly empty) say so."""
-    error, debug = message.parse_error()
-    log.debug("%s: %s (%s)", message.src.get_path_string(), error.message, debug)
-    text = f"{message.src.get_name()}: {' '.join(error.message.split()).rstrip('.')}"
-    detail = (debug or "").strip().splitlines()[-1].strip() if debug else ""
-    if detail and detail.split(": ", 1)[-1] not in text and len(detail) < 160:
-        text += f" ({detail})"
-    if source_name is not None:
-        text = f"source{' ' + source_name if source_name else ''} failed: {text}"
-    return text
 
 
 class PipelineRunner:

@@ -97,7 +97,7 @@ def _engine_for(request: BackendRequest, frame_size: tuple[int, int], max_batch:
     """A cached engine for one frame size: a profile at the padded size, since the pipeline's caps fix the
     frame size (a caps change re-opens the backend), and batches of 1 to ``max_batch`` frames (streams)."""
     from ..engine import EngineCache, ShapeProfile
-    from ..engine.builder import inspect_onnx
+    from ..engine.onnx_info import inspect_onnx
     from ..engine.cache import input_multiple_of
     from ..utils import cache_dir
 

@@ -42,8 +42,8 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
                 description="EfficientDeRain: KPN U-Net + pixel-wise dilation filter (AAAI 2021)")
 class EfficientDeRain(DerainNet):
     input_multiple = 16
-    # Shipped weights: 98 % of an output pixel's input gradient lies within 64 px and 99.9 % within twice
-    # that, the default tile overlap (tests/test_tiling.py; retrained weights use more context than 32 px).
+    # Shipped weights: about 97 % of an output pixel's input gradient lies within 64 px and 99.9 % within
+    # twice that, the default tile overlap (tests/test_tiling.py; retrained weights use more than 32 px).
     receptive_radius = 64
 
     def __init__(self, width: float = 1.0, dilations: tuple[int, ...] = (1, 2, 3, 4), colors: int = 3):
