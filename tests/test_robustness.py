@@ -187,9 +187,23 @@ def video_facts(path: Path) -> dict:
             "container": info.get_stream_info().get_caps().get_structure(0).get_name()}
 
 
+def top_level_boxes(path: Path) -> list[str]:
+    """The MP4 file's top-level box types in file order (ISO BMFF: 32-bit size, 4-char type, 64-bit size if 1)."""
+    data, boxes, at = path.read_bytes(), [], 0
+    while at + 8 <= len(data):
+        size, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8].decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[at + 8:at + 16], "big")
+        boxes.append(kind)
+        at += size if size else len(data)
+    return boxes
+
+
 def assert_plays_everywhere(path: Path) -> dict:
     facts = video_facts(path)
     assert facts["codec"] == "video/x-h264" and facts["container"] == "video/quicktime", facts
+    boxes = top_level_boxes(path)  # index first: a browser starts playing before the download ends
+    assert "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat"), boxes
     assert facts["profile"] in ("constrained-baseline", "baseline", "main") and facts["chroma"] == "4:2:0", facts
     assert not list(path.parent.glob(f".{path.stem}.partial*")), "a partial file was left behind"
     return facts
