@@ -1,18 +1,20 @@
-"""How well the rain gate's score tells dry frames from rain, and what the default thresholds do.
+"""How well the rain gate's score tells dry frames from rain, and the thresholds of each shipped weight.
 
     OMP_NUM_THREADS=1 python benchmarks/rain_gate.py --data ../shared/data
 
 For ``--images`` clean backgrounds of ``DATA/clean_bsd`` (spread evenly over the sorted folder, so the
 pick is fixed) and the shipped sample image, every rain preset of ``edge_derain.data.synthetic``
-(drizzle ... dense) is rendered with a fixed seed; dry and rainy frames go through the weights
-(``--weights``, default: the shipped default model; PyTorch on the CPU) with the derain element's uint8
-round trip, and :func:`edge_derain.gst.gating.rain_score` scores each (input, output) pair. Per condition
-it reports the median and 90th-percentile score, the share of frames at or above the gate's
-on-threshold and at or below its off-threshold, and the ROC area of dry frames against each preset.
+(drizzle ... dense) is rendered with a fixed seed; dry and rainy frames go through each network
+(``--weights``, default: every shipped weight; PyTorch on the CPU) with the derain element's uint8
+round trip, and :func:`edge_derain.gst.gating.rain_score` scores each (input, output) pair. The scores
+depend on the network, so each gets its own thresholds from its dry scores
+(:func:`edge_derain.gst.gating.calibrate_thresholds`). Per network and condition it reports the median
+and 90th-percentile score, the share of frames at or above the on-threshold and at or below the
+off-threshold, and the ROC area of dry frames against each preset.
 
-Writes ``benchmarks/results/rain_gate.json`` and the ``rain_gate`` table of ``BENCHMARKS.md``; the
-figures quoted in ``edge_derain/gst/gating.py`` come from that JSON. The scores depend on the network:
-rerun this after shipping new weights.
+Writes ``benchmarks/results/rain_gate.json`` and the ``rain_gate`` table of ``BENCHMARKS.md``;
+``CALIBRATED_THRESHOLDS`` in ``edge_derain/gst/gating.py`` are the thresholds of that JSON (a test checks
+it): rerun this after shipping new weights and copy them there.
 """
 from __future__ import annotations
 
@@ -71,55 +73,79 @@ def score_frames(backend, clean: np.ndarray, presets: Sequence[str], seed: int) 
     return out
 
 
-def measure(args) -> dict:
-    import torch
+def measure_weights(weights: str, images: Sequence[Path], seed: int, threads: int) -> dict:
+    """Scores of one network on every background (dry and with each preset) and on the sample image,
+    with the thresholds :func:`~edge_derain.gst.gating.calibrate_thresholds` sets from its dry scores."""
     from tqdm import tqdm
 
     from edge_derain.backends import TorchBackend
-    from edge_derain.checkpoint import DEFAULT_WEIGHTS, load_model
+    from edge_derain.checkpoint import load_model
     from edge_derain.data.io import read_image_uint8
     from edge_derain.data.synthetic import PRESETS
     from edge_derain.demo import SAMPLE_IMAGE
-    from edge_derain.gst.gating import DEFAULT_OFF, DEFAULT_ON
+    from edge_derain.gst.gating import calibrate_thresholds
 
-    torch.set_num_threads(args.threads)
-    weights = args.weights or DEFAULT_WEIGHTS
     backend = TorchBackend(load_model(weights))
     presets = list(PRESETS)
-    images = pick_images(Path(args.data) / "clean_bsd", args.images)
-    per_image = []
-    for index, path in enumerate(tqdm(images, desc="rain gate", unit="image")):
-        per_image.append(score_frames(backend, read_image_uint8(path), presets, seed=args.seed + index))
+    per_image = [score_frames(backend, read_image_uint8(path), presets, seed=seed + index)
+                 for index, path in enumerate(tqdm(images, desc=f"rain gate {weights}", unit="image"))]
     conditions = ["dry", *presets]
-    stats = {c: condition_stats([s[c] for s in per_image], DEFAULT_ON, DEFAULT_OFF) for c in conditions}
-    auc = {p: roc_auc(stats["dry"]["scores"], stats[p]["scores"]) for p in presets}
-    sample = score_frames(backend, read_image_uint8(SAMPLE_IMAGE), presets, seed=args.seed)
-    return {"weights": str(weights), "on_threshold": DEFAULT_ON, "off_threshold": DEFAULT_OFF,
-            "backgrounds": [p.name for p in images], "seed": args.seed, "conditions": stats,
-            "roc_auc_dry_vs": auc, "sample_image": sample, "environment": environment(args.threads)}
+    on, off = calibrate_thresholds([s["dry"] for s in per_image])
+    stats = {c: condition_stats([s[c] for s in per_image], on, off) for c in conditions}
+    return {"thresholds": {"on": on, "off": off}, "conditions": stats, "environment": environment(threads),
+            "roc_auc_dry_vs": {p: roc_auc(stats["dry"]["scores"], stats[p]["scores"]) for p in presets},
+            "sample_image": score_frames(backend, read_image_uint8(SAMPLE_IMAGE), presets, seed=seed)}
+
+
+def measure(args) -> dict:
+    """Measure ``--weights`` (default: every shipped one); the other networks of an earlier run on the
+    same backgrounds stay in the results, so re-shipping one weight means measuring only that one."""
+    import torch
+
+    from edge_derain.checkpoint import DEFAULT_WEIGHTS, list_shipped_weights
+
+    torch.set_num_threads(args.threads)
+    images = pick_images(Path(args.data) / "clean_bsd", args.images)
+    shipped = list_shipped_weights()
+    results = {"default_weights": DEFAULT_WEIGHTS, "backgrounds": [p.name for p in images], "seed": args.seed,
+               "weights": {}}
+    if args.out.is_file():
+        earlier = load_results(args.out)
+        if isinstance(earlier.get("weights"), dict) and (earlier.get("backgrounds"), earlier.get("seed")) == (
+                results["backgrounds"], args.seed):
+            results["weights"] = {w: r for w, r in earlier.get("weights", {}).items() if w in shipped}
+    for weights in args.weights or shipped:
+        results["weights"][str(weights)] = measure_weights(weights, images, args.seed, args.threads)
+    results["weights"] = dict(sorted(results["weights"].items()))
+    return results
 
 
 def markdown(results: dict) -> str:
-    on, off = results["on_threshold"], results["off_threshold"]
     rows = []
-    for name, s in results["conditions"].items():
-        auc = results["roc_auc_dry_vs"].get(name)
-        rows.append([name, f"{s['median']:.1f}", f"{s['p90']:.1f}", f"{100 * s['at_or_above_on']:.0f} %",
-                     f"{100 * s['at_or_below_off']:.0f} %", "—" if auc is None else f"{auc:.2f}",
-                     f"{results['sample_image'][name]:.1f}"])
-    count = results["conditions"]["dry"]["count"]
+    for weights, result in results["weights"].items():
+        label = f"`{weights}`" + (" (default)" if weights == results["default_weights"] else "")
+        for name, s in result["conditions"].items():
+            auc = result["roc_auc_dry_vs"].get(name)
+            rows.append([label if name == "dry" else "", name, f"{s['median']:.1f}", f"{s['p90']:.1f}",
+                         f"{100 * s['at_or_above_on']:.0f} %", f"{100 * s['at_or_below_off']:.0f} %",
+                         "—" if auc is None else f"{auc:.2f}", f"{result['sample_image'][name]:.1f}"])
+    thresholds = "; ".join(f"`{w}`: on {r['thresholds']['on']}, off {r['thresholds']['off']} "
+                           f"(measured {describe_machine(r['environment'])})" for w, r in results["weights"].items())
+    count = len(results["backgrounds"])
     return (f"`python benchmarks/rain_gate.py --data ../shared/data` ([JSON](benchmarks/results/rain_gate.json)): "
-            f"`{results['weights']}`, {count} `clean_bsd/` backgrounds and the shipped sample image "
-            f"(`edge_derain/assets/sample.jpg`, last column), {describe_machine(results['environment'])}.\n\n"
-            + markdown_table(["frames", "median score", "p90 score", f"≥ on ({on})", f"≤ off ({off})",
-                              "ROC area vs dry", "sample image score"], rows))
+            f"{count} `clean_bsd/` backgrounds and the shipped sample image (`edge_derain/assets/sample.jpg`, "
+            f"last column). Thresholds set by `edge_derain.gst.gating.calibrate_thresholds` from each network's "
+            f"dry scores: {thresholds}.\n\n"
+            + markdown_table(["weights", "frames", "median score", "p90 score", "≥ on", "≤ off", "ROC area vs dry",
+                              "sample image score"], rows))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="data directory with clean_bsd/ (../shared/data)")
     parser.add_argument("--images", type=int, default=35, help="clean backgrounds to use")
-    parser.add_argument("--weights", default=None, help="checkpoint or shipped name (default: the shipped default)")
+    parser.add_argument("--weights", nargs="+", default=None,
+                        help="checkpoints or shipped names (default: every shipped weight)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads")
     add_output_options(parser, NAME)

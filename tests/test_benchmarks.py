@@ -131,6 +131,20 @@ def test_committed_results_are_the_tables_in_benchmarks_md(name):
     assert f"{begin}\n{table}\n{end}" in (ROOT / "BENCHMARKS.md").read_text()
 
 
+def test_gate_thresholds_are_the_committed_calibration():
+    """CALIBRATED_THRESHOLDS are calibrate_thresholds of the committed dry scores of each shipped weight."""
+    from edge_derain.checkpoint import list_shipped_weights
+    from edge_derain.gst.gating import CALIBRATED_THRESHOLDS, calibrate_thresholds
+
+    measured = json.loads((BENCH / "results" / "rain_gate.json").read_text())["weights"]
+    assert set(measured) == set(list_shipped_weights()), "rerun benchmarks/rain_gate.py after shipping weights"
+    for name, result in measured.items():
+        dry = result["conditions"]["dry"]["scores"]
+        assert calibrate_thresholds(dry) == (result["thresholds"]["on"], result["thresholds"]["off"])
+        assert CALIBRATED_THRESHOLDS[name] == calibrate_thresholds(dry), (
+            f"copy {name}'s thresholds from benchmarks/results/rain_gate.json into edge_derain/gst/gating.py")
+
+
 def test_committed_model_sizes_match_the_models():
     from edge_derain.models import create_model, parameter_count, thop_parameter_count
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_derain.gst.gating import DEFAULT_OFF, DEFAULT_ON, RainGate, rain_score
+from edge_derain.gst.gating import CALIBRATED_THRESHOLDS, RainGate, calibrate_thresholds, rain_score, thresholds_for
 from edge_derain.gst.pipeline import (PipelineDefinition, PipelineOptions, PipelineRunner, SinkSpec, compose,
                                       element, gst_value, infer_pipeline, list_definitions, run_pipeline)
 
@@ -153,6 +153,27 @@ def test_rain_gate_hysteresis_probes_and_counts():
         RainGate().update(1.0)
 
 
+def test_gate_thresholds_are_those_of_its_weights(tmp_path):
+    from edge_derain.checkpoint import DEFAULT_WEIGHTS, SHIPPED_DIR, list_shipped_weights
+
+    assert set(CALIBRATED_THRESHOLDS) == set(list_shipped_weights())  # shipping a weight means calibrating it
+    for name, (on, off) in CALIBRATED_THRESHOLDS.items():
+        assert 0 < off < on
+        for spelling in (name, SHIPPED_DIR / f"{name}.safetensors"):
+            gate = RainGate(weights=spelling)
+            assert (gate.on_threshold, gate.off_threshold) == (on, off)
+    default = CALIBRATED_THRESHOLDS[DEFAULT_WEIGHTS]
+    assert (RainGate().on_threshold, RainGate().off_threshold) == default
+    own = tmp_path / "efderain_w025.safetensors"  # not the shipped file, whatever its name
+    assert thresholds_for(own) == default and thresholds_for("someone/else.safetensors") == default
+    gate = RainGate(on_threshold=9.0, weights="efderain_w025")  # what is given wins
+    assert (gate.on_threshold, gate.off_threshold) == (9.0, CALIBRATED_THRESHOLDS["efderain_w025"][1])
+    assert calibrate_thresholds([0.1 * i for i in range(1, 21)]) == (1.9, 1.3)  # p90 of 0.1..2.0 = 1.81 -> 1.9
+    assert calibrate_thresholds([0.0] * 10) == (0.2, 0.1)  # a network that leaves dry frames alone
+    with pytest.raises(ValueError, match="at least 10 dry-frame scores"):
+        calibrate_thresholds([1.0, 2.0])
+
+
 def test_rain_score_separates_rain_from_a_dry_frame(ort_backend):
     from edge_derain.data import RainRenderer, read_image
     from edge_derain.demo import SAMPLE_IMAGE
@@ -161,7 +182,8 @@ def test_rain_score_separates_rain_from_a_dry_frame(ort_backend):
     clean = to_uint8(read_image(SAMPLE_IMAGE))
     rainy = to_uint8(RainRenderer.preset("heavy").render(clean / 255.0, np.random.default_rng(3))[0])
     dry, wet = (rain_score(x, derain_frame(ort_backend, x)) for x in (clean, rainy))
-    assert dry < DEFAULT_OFF < DEFAULT_ON < wet
+    on, _ = thresholds_for(None)  # the default weights, which portable_onnx was exported from
+    assert dry < on < wet and 10 * dry < wet
     with pytest.raises(ValueError, match="two HxWx3 RGB frames"):
         rain_score(clean, clean[:10])
 

@@ -167,14 +167,19 @@ def test_a_camera_that_dies_leaves_the_others_running(tmp_path, ort_backend, rec
 
 def test_cli_multi_stream_run_and_bad_options(tmp_path, capsys):
     from edge_derain.cli import main
+    from edge_derain.gst.gating import CALIBRATED_THRESHOLDS
 
     streams = tmp_path / "streams.toml"
     streams.write_text('[[stream]]\nname = "gate"\nsource = "test"\n\n[[stream]]\nname = "yard"\nsource = "test:snow"\n')
     stats = tmp_path / "stats.json"
     assert main(["run", "--streams", str(streams), "--sink", "fake", "--width", "96", "--height", "64",
-                 "--backend", "ort", "--frames", "6", "--stats", str(stats), "--quiet"]) == 0
+                 "--backend", "ort", "--weights", "efderain_w025", "--gate", "--gate-off", "0.5", "--frames", "6",
+                 "--stats", str(stats), "--quiet"]) == 0
     report = json.loads(stats.read_text())
     assert set(report["streams"]) == {"gate", "yard"} and report["frames"] >= 6
+    gate = report["streams"]["yard"]["gate"]  # the weights' own on-threshold, the off-threshold given
+    assert (gate["on_threshold"], gate["off_threshold"]) == (CALIBRATED_THRESHOLDS["efderain_w025"][0], 0.5)
+    assert gate["frames"] >= 1
     assert "batched derain calls" in capsys.readouterr().out
     # One recording for two streams is refused up front, with the fix in the message.
     assert main(["run", "--source", "test", "--source", "test", "--sink", f"file:{tmp_path}/x.mp4", "--quiet"]) == 2

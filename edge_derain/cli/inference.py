@@ -230,8 +230,10 @@ def _add_run_derain_args(p) -> None:
                    help="derain frames larger than this in overlapping tiles of this many pixels (bounds memory, "
                         "fits large frames into an engine's profile); 0: whole frames")
     p.add_argument("--gate", action="store_true", help="skip deraining while it is not raining")
-    p.add_argument("--gate-on", type=float, default=None, help="rain score that turns deraining on (3.0)")
-    p.add_argument("--gate-off", type=float, default=None, help="rain score that turns deraining off (2.0)")
+    p.add_argument("--gate-on", type=float, default=None,
+                   help="rain score that turns deraining on (default: calibrated for the weights, BENCHMARKS.md)")
+    p.add_argument("--gate-off", type=float, default=None,
+                   help="rain score that turns deraining off (default: calibrated for the weights)")
     p.add_argument("--gate-min-frames", type=int, default=None, help="consecutive scores needed to switch (3)")
     p.add_argument("--gate-interval", type=int, default=None, help="while off, measure rain every N frames (15)")
 

@@ -31,7 +31,7 @@ from . import require_gst
 require_gst()  # pins the gi versions and initialises GStreamer before the imports below
 from gi.repository import GLib, GObject, Gst, GstBase, GstVideo  # noqa: E402
 
-from .gating import DEFAULT_MIN_FRAMES, DEFAULT_OFF, DEFAULT_ON, DEFAULT_PROBE_INTERVAL, RainGate, rain_score  # noqa: E402
+from .gating import DEFAULT_MIN_FRAMES, DEFAULT_PROBE_INTERVAL, RainGate, rain_score  # noqa: E402
 from .stats import FRAME_MESSAGE, LOAD_MESSAGE  # noqa: E402
 
 #: format -> (bytes per pixel, slice of the R, G, B bytes within a pixel)
@@ -221,8 +221,10 @@ _DERAIN_PROPERTIES = {
     "tile": (int, "tile", "derain frames larger than this in overlapping tiles of this many pixels (0: whole "
                           "frames)", 0, 32767, 0, _RW),
     "gate": (bool, "gate", "skip the network while it is not raining (edge_derain.gst.gating)", False, _RW),
-    "gate-on": (float, "gate-on", "rain score that turns deraining on", 0.0, 1e6, DEFAULT_ON, _RW),
-    "gate-off": (float, "gate-off", "rain score that turns deraining off", 0.0, 1e6, DEFAULT_OFF, _RW),
+    "gate-on": (float, "gate-on", "rain score that turns deraining on; 0: calibrated for the weights", 0.0, 1e6,
+                0.0, _RW),
+    "gate-off": (float, "gate-off", "rain score that turns deraining off; 0: calibrated for the weights", 0.0, 1e6,
+                 0.0, _RW),
     "gate-min-frames": (int, "gate-min-frames", "consecutive scores needed to switch", 1, 10_000,
                         DEFAULT_MIN_FRAMES, _RW),
     "gate-interval": (int, "gate-interval", "while off, run the network on one frame in N to measure rain",
@@ -277,7 +279,8 @@ class DerainElement(_VideoStage):
         p = self.props_
         if not self._injected:
             self.request().validate()
-        self.gate = RainGate(p["gate-on"], p["gate-off"], p["gate-min-frames"], p["gate-interval"]) if p["gate"] else None
+        self.gate = RainGate(p["gate-on"] or None, p["gate-off"] or None, p["gate-min-frames"], p["gate-interval"],
+                             weights=p["weights"] or None) if p["gate"] else None
 
     def stop_stage(self):
         if not self._injected and self.backend is not None:

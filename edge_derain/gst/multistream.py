@@ -174,7 +174,8 @@ class Stream:
         if self.error:
             out["error"] = self.error
         if self.gate is not None:
-            out["gate"] = self.gate.stats.to_dict()
+            out["gate"] = {**self.gate.stats.to_dict(), "on_threshold": self.gate.on_threshold,
+                           "off_threshold": self.gate.off_threshold}
         return out
 
 
@@ -209,8 +210,9 @@ class MultiStreamRunner:
         if options.gate is not None:
             from .gating import RainGate
 
+            weights = options.derain.weights if options.derain is not None else None
             for stream in self.streams:
-                stream.gate = RainGate(**options.gate)
+                stream.gate = RainGate(weights=weights, **options.gate)
         self.mosaic = options.sink.startswith(MOSAIC_PREFIX)
         sink_text = options.sink[len(MOSAIC_PREFIX):] if self.mosaic else options.sink
         self.sinks = self._sinks(sink_text, names)
