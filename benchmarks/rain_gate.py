@@ -113,7 +113,7 @@ def measure(args) -> dict:
         earlier = load_results(args.out)
         if isinstance(earlier.get("weights"), dict) and (earlier.get("backgrounds"), earlier.get("seed")) == (
                 results["backgrounds"], args.seed):
-            results["weights"] = {w: r for w, r in earlier.get("weights", {}).items() if w in shipped}
+            results["weights"] = {w: r for w, r in earlier["weights"].items() if w in shipped}
     for weights in args.weights or shipped:
         results["weights"][str(weights)] = measure_weights(weights, images, args.seed, args.threads)
     results["weights"] = dict(sorted(results["weights"].items()))

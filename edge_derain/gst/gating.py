@@ -12,8 +12,9 @@ The scores depend on the network: one that leaves dry frames almost untouched sc
 dry scenes close to light rain (``efderain_w025``: 0.8 dry, 1.5 light). So each shipped weight has its own thresholds (``CALIBRATED_THRESHOLDS``), set by one rule
 (:func:`calibrate_thresholds`: on at the 90th percentile of its scores on dry frames, off at on / 1.5)
 from ``benchmarks/rain_gate.py`` (``benchmarks/results/rain_gate.json``, table in BENCHMARKS.md: 35
-development backgrounds, dry and with each rain preset); a test pins them to that JSON, so weights
-shipped again fail the suite until the benchmark is rerun. :class:`RainGate` given no thresholds takes
+development backgrounds, dry and with each rain preset); a test pins them to that JSON and fails while a
+shipped weight has no entry there (it cannot tell re-shipped weights of the same name: rerun the
+benchmark whenever you ship). :class:`RainGate` given no thresholds takes
 those of its weights (a shipped name, or the default model for an engine, an ONNX file or weights of
 your own). For your own weights or footage, score a few seconds of your dry scenes with
 :func:`rain_score` and pass :func:`calibrate_thresholds` of those scores as ``gate-on``/``gate-off``
