@@ -1,7 +1,7 @@
 """Training packs: the whole training set as one compact file of uint8 crops, and the recipe that samples it.
 
-A pack is what ``edge-derain train`` trains on. It is built once from a data directory (the layout of
-``../shared/data``) and is small enough (``DEFAULT_BUDGET_MIB``, the transfer limit to a lent GPU
+A pack is what ``edge-derain train`` trains on. It is built once from a data directory (the layout in
+``docs/data.md``) and is small enough (``DEFAULT_BUDGET_MIB``, the transfer limit to a lent GPU
 machine) to travel with the code, so a GPU run needs neither the data folder nor image decoding.
 One compressed ``.npz`` (no pickles) holds:
 
@@ -83,7 +83,7 @@ def _source_files(data_dir: Path) -> dict[str, list]:
     streaks = list_images(data_dir / "streaks_garg06") if (data_dir / "streaks_garg06").is_dir() else []
     if not bsd and not train_pairs and not folder_pairs:
         raise FileNotFoundError(f"{data_dir} holds no training data (clean_bsd/, rain800/, rain800_train/); "
-                                f"pass the data directory (e.g. ../shared/data) or a prebuilt --pack")
+                                f"pass a data directory laid out as docs/data.md describes, or a prebuilt --pack")
     return {"side_by_side": train_pairs, "folder_pairs": folder_pairs, "bsd": bsd, "streaks": streaks}
 
 

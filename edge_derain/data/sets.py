@@ -1,4 +1,4 @@
-"""Named splits of a data directory (the layout of ``../shared/data``): what trains, what evaluates.
+"""Named splits of a data directory (the layout in ``docs/data.md``): what trains, what evaluates.
 
 Evaluation sets (``edge-derain eval --set NAME``):
 
