@@ -394,6 +394,25 @@ def test_leaky_queue_bounds_latency_and_counts_dropped_frames():
     assert stats["latency"]["derain"]["p50_ms"] >= 100
 
 
+def test_reconnection_backs_off_gives_up_and_forgives_a_healthy_segment():
+    """The retry policy both runners (single and multi-stream) use for a failed live source."""
+    from edge_derain.gst.watchdog import Reconnection
+
+    reconnection = Reconnection(True, max_retries=3, backoff=(1.0, 3.0), reset_after_s=30.0)
+    delays = []
+    while reconnection.try_again():
+        delays.append(reconnection.delay())
+    assert delays == [1.0, 2.0, 3.0]   # doubling, capped at backoff[1]; then it gives up
+    assert reconnection.announcement() == "reconnecting in 3 s (attempt 3 of 3)"
+    reconnection.note_progress(now=100.0, segment_started=80.0, segment_frames=500)
+    assert reconnection.retries == 3   # 20 s of frames: not yet healthy
+    reconnection.note_progress(now=100.0, segment_started=60.0, segment_frames=0)
+    assert reconnection.retries == 3   # 40 s without a frame is no progress
+    reconnection.note_progress(now=100.0, segment_started=60.0, segment_frames=500)
+    assert reconnection.retries == 0 and reconnection.try_again()
+    assert not Reconnection(False, 5, (1.0, 30.0)).try_again()
+
+
 def test_source_errors_are_one_line_and_sources_reconnect_with_new_file_parts(tmp_path):
     from gi.repository import GLib
 

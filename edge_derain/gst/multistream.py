@@ -37,6 +37,7 @@ from .pipeline import (PipelineDefinition, SinkSpec, check_display, element, fin
                        infer_pipeline, platform_fragments, resolve_platform, sink_fragment)
 from .signals import StopOnSignals
 from .stats import LatencySeries
+from .watchdog import Reconnection
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +141,15 @@ def tile(frames: list[np.ndarray], rows: int, columns: int) -> np.ndarray:
 class Stream:
     """One camera: its ingest pipeline, its counters, the newest processed frame."""
 
-    def __init__(self, name: str, source: str, width: int, height: int, fps: int):
+    def __init__(self, name: str, source: str, width: int, height: int, fps: int, reconnection: Reconnection):
         self.name, self.source = name, source
         self.description, self.live, self.location = ingest_description(source, width, height, fps)
+        self.reconnection = reconnection   # consulted for live sources only: a file that fails stays failed
         self.pipeline = self.appsink = None
         self.status = "starting"          # running, finished (file ended), failed, reconnecting
         self.error: str | None = None
-        self.frames_in = self.pulled = self.processed = self.restarts = self.retries = 0
+        self.frames_in = self.pulled = self.processed = self.restarts = 0
+        self.segment_started, self.segment_frames = 0.0, 0   # the current (re)connection, for the retry reset
         self.first_pts: int | None = None
         self.pts_offset = 0               # keeps output timestamps increasing across reconnects
         self.last_pts = 0
@@ -205,7 +208,8 @@ class MultiStreamRunner:
         self.max_frames, self.duration = max_frames, duration
         self.eos_timeout, self.stall_timeout = eos_timeout, stall_timeout
         names = options.stream_names()
-        self.streams = [Stream(n, s, options.width, options.height, options.fps)
+        self.streams = [Stream(n, s, options.width, options.height, options.fps,
+                               Reconnection(options.reconnect, options.max_retries, options.backoff))
                         for n, s in zip(names, options.sources)]
         if options.gate is not None:
             from .gating import RainGate
@@ -312,6 +316,7 @@ class MultiStreamRunner:
         bus.add_signal_watch()
         bus.connect("message", self._on_ingest_message, stream)
         stream.status, stream.last_frame = "running", time.monotonic()
+        stream.segment_started, stream.segment_frames = stream.last_frame, 0
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             self._GLib.idle_add(lambda: self._stream_failed(stream, "could not start (GST_DEBUG=3 says why)") and False)
         if self.metrics is not None:
@@ -322,6 +327,7 @@ class MultiStreamRunner:
         Gst = require_gst()
         with self._lock:
             stream.frames_in += 1
+            stream.segment_frames += 1
             stream.last_frame = time.monotonic()
         return Gst.PadProbeReturn.OK
 
@@ -350,13 +356,10 @@ class MultiStreamRunner:
         stream.error = text
         if self.metrics is not None:
             self.metrics.up.labels(stream=stream.name).set(0)
-        if self.options.reconnect and stream.live and stream.retries < self.options.max_retries:
-            stream.retries += 1
-            delay = min(self.options.backoff[1], self.options.backoff[0] * 2 ** (stream.retries - 1))
+        if stream.live and stream.reconnection.try_again():
             self._stop_ingest(stream, "reconnecting")
-            log.warning("stream %s: reconnecting in %.0f s (attempt %d of %d)", stream.name, delay, stream.retries,
-                        self.options.max_retries)
-            self._GLib.timeout_add(int(delay * 1000), self._reconnect, stream)
+            log.warning("stream %s: %s", stream.name, stream.reconnection.announcement())
+            self._GLib.timeout_add(int(stream.reconnection.delay() * 1000), self._reconnect, stream)
         else:
             self._stop_ingest(stream, "failed")
 
@@ -386,9 +389,12 @@ class MultiStreamRunner:
                 self.request_stop("duration")
             elif all(s.status in ("finished", "failed") for s in self.streams):
                 self.request_stop("eos")
-            elif self.stall_timeout is not None:
+            else:
                 for stream in self.streams:
-                    if stream.status == "running" and stream.live and now - stream.last_frame > self.stall_timeout:
+                    if stream.status != "running" or not stream.live:
+                        continue
+                    stream.reconnection.note_progress(now, stream.segment_started, stream.segment_frames)
+                    if self.stall_timeout is not None and now - stream.last_frame > self.stall_timeout:
                         self._stream_failed(stream, f"delivered no frame for {self.stall_timeout:g} s")
         if self.metrics is not None:
             for stream in self.streams:

@@ -45,11 +45,9 @@ class PipelineRunner:
     1, ...); ``setup(pipeline)`` runs after parsing and before PLAYING (inject backends, feed appsrc, add
     probes); ``on_message(message)`` sees every bus message after the runner's own handling. Reconnection
     (``reconnect``) applies to failures of a live source: up to ``max_retries`` consecutive attempts, the
-    delay doubling from ``backoff[0]`` to at most ``backoff[1]`` seconds; :data:`RETRY_RESET_S` seconds of
-    frames reset the count.
+    delay doubling from ``backoff[0]`` to at most ``backoff[1]`` seconds; :data:`.watchdog.RETRY_RESET_S`
+    seconds of frames reset the count.
     """
-
-    RETRY_RESET_S = 30.0
 
     def __init__(self, build: Callable[[int, int], ComposedPipeline] | ComposedPipeline, *,
                  stats: PipelineStats | None = None, max_frames: int | None = None, duration: float | None = None,
@@ -61,7 +59,7 @@ class PipelineRunner:
         self.stats = stats if stats is not None else PipelineStats()
         self.max_frames = max_frames
         self.watchdog = Watchdog(eos_timeout, stall_timeout, duration)
-        self.reconnection = Reconnection(reconnect, max_retries, backoff, self.RETRY_RESET_S)
+        self.reconnection = Reconnection(reconnect, max_retries, backoff)
         self.setup, self.on_message, self.on_stats = setup, on_message, on_stats
         self.handle_signals = handle_signals
         self.pipeline = None
@@ -198,10 +196,8 @@ class PipelineRunner:
         if self._then_restart:
             self._then_restart = False
             self._teardown()
-            delay, reconnection = self.reconnection.delay(), self.reconnection
-            log.warning("reconnecting in %.0f s (attempt %d of %d)", delay, reconnection.retries,
-                        reconnection.max_retries)
-            self._timers.append(self._GLib.timeout_add(int(delay * 1000), self._restart))
+            log.warning("%s", self.reconnection.announcement())
+            self._timers.append(self._GLib.timeout_add(int(self.reconnection.delay() * 1000), self._restart))
             return
         if reason and self._result.status == "eos":
             self._result.status = reason

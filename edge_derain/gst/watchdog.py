@@ -7,6 +7,10 @@ stalled (no frame for ``stall_timeout`` seconds while no stage is loading its mo
 """
 from __future__ import annotations
 
+# Seconds of frames after which a reconnected source counts as healthy again (its retry count resets), so a
+# camera that drops out now and then over days is not given up after max_retries outages in total.
+RETRY_RESET_S = 30.0
+
 
 class Watchdog:
     """The clock of one run: when the current segment started, the last frame, the EOS deadline."""
@@ -42,7 +46,8 @@ class Reconnection:
     delay doubling from ``backoff[0]`` to at most ``backoff[1]`` seconds; ``reset_after_s`` seconds of frames
     reset the count."""
 
-    def __init__(self, enabled: bool, max_retries: int, backoff: tuple[float, float], reset_after_s: float):
+    def __init__(self, enabled: bool, max_retries: int, backoff: tuple[float, float],
+                 reset_after_s: float = RETRY_RESET_S):
         self.enabled, self.max_retries, self.backoff, self.reset_after_s = enabled, max_retries, backoff, reset_after_s
         self.retries = 0
 
@@ -55,6 +60,10 @@ class Reconnection:
 
     def delay(self) -> float:
         return min(self.backoff[1], self.backoff[0] * 2 ** (self.retries - 1))
+
+    def announcement(self) -> str:
+        """The log line of the attempt just counted by :meth:`try_again`."""
+        return f"reconnecting in {self.delay():.0f} s (attempt {self.retries} of {self.max_retries})"
 
     def note_progress(self, now: float, segment_started: float, segment_frames: int) -> None:
         if self.retries and now - segment_started > self.reset_after_s and segment_frames:
