@@ -142,6 +142,9 @@ def render_model_card(meta: dict, name: str) -> str:
     lines += ["", "## Training runs", ""] + _lineage_rows(lineage_of(meta))
     lines += ["", "## Data", ""] + (_recipe_lines(meta.get("data") or {}) or ["- not recorded"])
     lines += ["", "## Limits", ""] + _limits(results)
+    if meta.get("ship_rule_waived"):
+        lines.append("- Shipped with `--allow-regressions`, against the ship rule of `edge_derain.release`: "
+                     + "; ".join(meta["ship_rule_waived"]) + ".")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,11 @@
 The weights are rounded to FP16 storage first (half the size; the model still computes in FP32), then
 evaluated on every evaluation set of the data directory, so the sidecar's numbers and the generated
 model card describe exactly the tensors in the package. The training lineage is kept.
+
+Shipping refuses weights that break the ship rule (:func:`ship_rule_violations`): a deraining network must
+leave a dry frame nearly as it is and must not make any light-rain image worse than its input, the two
+failures a validation-PSNR record alone does not catch (one of our own val-best checkpoints once scored
+32.6 dB on dry frames). ``allow_regressions`` ships them anyway and records what was waived.
 """
 from __future__ import annotations
 
@@ -16,11 +21,28 @@ from .evaluate import evaluate_sets
 from .model_card import lineage_of, write_model_card
 
 _KEEP = ("data", "train_config", "git_commit", "step")
+# Output against a clean input, PSNR-Y: 40 dB is below what JPEG at quality 95 leaves, so a network under it
+# visibly retouches frames that have no rain (the shipped elf_lw measures 46 dB).
+MIN_DRY_PSNR_Y = 40.0
+
+
+def ship_rule_violations(results: dict, min_dry_psnr_y: float = MIN_DRY_PSNR_Y) -> list[str]:
+    """What in ``results`` (:func:`~edge_derain.evaluate.evaluate_sets`) breaks the ship rule, as phrases."""
+    problems = []
+    dry, light = results.get("dry"), results.get("light")
+    if dry is not None and dry["psnr_y"] < min_dry_psnr_y:
+        problems.append(f"dry frames come out at {dry['psnr_y']:.1f} dB PSNR-Y from the clean input "
+                        f"(the rule asks >= {min_dry_psnr_y:g} dB)")
+    if light is not None and light["losses"]:
+        problems.append(f"{light['losses']} of {light['count']} light-rain images come out worse than their input")
+    return problems
 
 
 def ship_weights(weights: str | Path, name: str, data_dir: str | Path, dest: str | Path = SHIPPED_DIR,
-                 device: str = "cpu", progress: bool = True) -> Path:
-    """Write ``dest/name.{safetensors,json,md}`` from ``weights``; return the new weights path."""
+                 device: str = "cpu", progress: bool = True, allow_regressions: bool = False) -> Path:
+    """Write ``dest/name.{safetensors,json,md}`` from ``weights``; return the new weights path.
+
+    Raises ValueError (nothing written) when the weights break the ship rule, unless ``allow_regressions``."""
     source = resolve_weights(weights)
     meta = read_sidecar(source)
     model = load_model(source, device)
@@ -32,9 +54,13 @@ def ship_weights(weights: str | Path, name: str, data_dir: str | Path, dest: str
     if "val" not in results:
         raise FileNotFoundError(f"{data_dir}/val does not exist; shipping measures the weights on the evaluation "
                                 f"sets of the data directory (layout: docs/data.md)")
+    problems = ship_rule_violations(results)
+    if problems and not allow_regressions:
+        raise ValueError(f"not shipping {source}: {'; '.join(problems)}. Train on (or select) a checkpoint that "
+                         f"passes, or pass --allow-regressions to ship it anyway")
     kept = {k: meta[k] for k in _KEEP if k in meta}
+    waived = {"ship_rule_waived": problems} if problems else {}
     path = save_checkpoint(Path(dest) / name, model, storage_dtype=torch.float16, **kept, lineage=lineage_of(meta),
-                           metrics=results["val"],
-                           eval=results, selected=f"shipped from {source.name}")
+                           metrics=results["val"], eval=results, selected=f"shipped from {source.name}", **waived)
     write_model_card(path)
     return path

@@ -187,7 +187,7 @@ def test_init_extends_lineage_and_ship_measures_fp16_weights(data_dir, tmp_path)
     from safetensors.torch import load_file
 
     from edge_derain.checkpoint import save_checkpoint
-    from edge_derain.release import ship_weights
+    from edge_derain.release import ship_rule_violations, ship_weights
 
     # A checkpoint from before lineages existed: its one run is read from its config, step and machine.
     torch.manual_seed(0)
@@ -201,8 +201,13 @@ def test_init_extends_lineage_and_ship_measures_fp16_weights(data_dir, tmp_path)
     with pytest.raises(ValueError, match="--init"):
         train(_config(data_dir, tmp_path / "bad", init=str(legacy), model_config={"width": 0.25}), progress=False)
 
+    # Random weights retouch every frame: the ship rule refuses them, and nothing is written.
+    with pytest.raises(ValueError, match=r"not shipping .*dry frames come out at \d+\.\d dB .*--allow-regressions"):
+        ship_weights(legacy, "random", data_dir, dest=tmp_path / "refused", progress=False)
+    assert not list((tmp_path / "refused").glob("random*"))
     shipped = ship_weights(tmp_path / "run" / "last.safetensors", "tiny", data_dir, dest=tmp_path / "ship",
-                           progress=False)
+                           progress=False, allow_regressions=True)
+    assert read_sidecar(shipped).get("ship_rule_waived", []) == ship_rule_violations(read_sidecar(shipped)["eval"])
     assert {t.dtype for t in load_file(str(shipped)).values()} == {torch.float16}
     meta = read_sidecar(shipped)
     assert meta["storage"] == "float16" and meta["lineage"] == lineage
@@ -213,6 +218,19 @@ def test_init_extends_lineage_and_ship_measures_fp16_weights(data_dir, tmp_path)
     # What the card reports is what the FP16 file computes.
     report = evaluate(TorchBackend(load_model(shipped)), data_dir / "val", progress=False)
     assert report["mean"]["gain_psnr_y"] == pytest.approx(meta["eval"]["val"]["gain_psnr_y"], abs=1e-6)
+
+
+def test_ship_rule_names_altered_dry_frames_and_worse_light_rain():
+    from edge_derain.release import ship_rule_violations
+
+    good = {"val": {"gain_psnr_y": 3.8}, "dry": {"psnr_y": 46.0}, "light": {"count": 15, "losses": 0}}
+    assert ship_rule_violations(good) == []
+    bad = {**good, "dry": {"psnr_y": 32.6}, "light": {"count": 15, "losses": 2}}
+    assert ship_rule_violations(bad) == [
+        "dry frames come out at 32.6 dB PSNR-Y from the clean input (the rule asks >= 40 dB)",
+        "2 of 15 light-rain images come out worse than their input"]
+    assert ship_rule_violations(bad, min_dry_psnr_y=30.0) == [
+        "2 of 15 light-rain images come out worse than their input"]
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ def cmd_ship(args) -> int:
     from ..release import ship_weights
 
     path = ship_weights(args.weights, args.name, args.data, dest=args.dest, device=args.device,
-                        progress=not args.quiet)
+                        progress=not args.quiet, allow_regressions=args.allow_regressions)
     print(f"wrote {path}, {path.with_suffix('.json').name} and {path.with_suffix('.md').name}")
     return 0
 
@@ -159,6 +159,9 @@ def _register_release(sub) -> None:
     p.add_argument("--data", required=True, help="data directory with the evaluation sets (val/, rain800_train/)")
     p.add_argument("--dest", default=str(Path(__file__).resolve().parent.parent / "weights"),
                    help="folder of the shipped weights")
+    p.add_argument("--allow-regressions", action="store_true",
+                   help="ship even if dry frames come out altered (< 40 dB PSNR-Y) or a light-rain image gets "
+                        "worse; the sidecar and card record what was waived")
     add_device(p)
     add_quiet(p)
     p.set_defaults(func=cmd_ship)
