@@ -262,7 +262,7 @@ class DataRecipe:
     synthetic: float = 0.43
     rainmix: float = 0.14
     presets: dict = field(default_factory=lambda: {"drizzle": 1.5, "light": 2.0, "medium": 2.0, "heavy": 2.0,
-                                                   "storm": 1.5, "dense": 1.5})
+                                                   "storm": 1.5, "dense": 1.5, "mist": 2.0})
     rainmix_on_synthetic: float = 0.15
     rainmix_variant: str = "paper"
     rainmix_opacity: tuple[float, float] = (0.25, 1.0)

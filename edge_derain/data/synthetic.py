@@ -63,6 +63,11 @@ PRESETS: dict[str, dict] = {
     # synthetic sets such as Rain1400/Rain800 and of rain against a bright sky).
     "dense": dict(length=(15.0, 60.0), width=(0.5, 1.0), density=(0.015, 0.06), brightness=(0.03, 0.1),
                   haze=(0.0, 0.12)),
+    # Faint streaks under strong, uneven accumulation: rain falling between the camera and a distant
+    # background veils it far more than its few visible streaks suggest. The other presets tie the veil
+    # to streak strength; this one does not, so a model learns to lift a veil where streaks are light.
+    "mist": dict(length=(10.0, 40.0), width=(0.5, 1.0), density=(0.001, 0.004), brightness=(0.08, 0.25),
+                 haze=(0.1, 0.35), haze_variation=(0.3, 1.0), depth_layers=(1, 2)),
 }
 
 
@@ -124,7 +129,7 @@ class RainRenderer:
 
     @classmethod
     def preset(cls, intensity: str, **overrides) -> "RainRenderer":
-        """A named look (``PRESETS``: drizzle, light, medium, heavy, storm, dense), with overrides."""
+        """A named look (``PRESETS``: drizzle, light, medium, heavy, storm, dense, mist), with overrides."""
         if intensity not in PRESETS:
             raise ValueError(f"unknown rain intensity {intensity!r}; choose from {', '.join(PRESETS)}")
         return replace(cls(**PRESETS[intensity]), **overrides)
