@@ -4,7 +4,7 @@
 
 For ``--images`` clean backgrounds of ``DATA/clean_bsd`` (spread evenly over the sorted folder, so the
 pick is fixed) and the shipped sample image, every rain preset of ``edge_derain.data.synthetic``
-(drizzle ... dense) is rendered with a fixed seed; dry and rainy frames go through each network
+(drizzle ... mist) is rendered with a fixed seed; dry and rainy frames go through each network
 (``--weights``, default: every shipped weight; PyTorch on the CPU) with the derain element's uint8
 round trip, and :func:`edge_derain.gst.gating.rain_score` scores each (input, output) pair. The scores
 depend on the network, so each gets its own thresholds from its dry scores
@@ -75,15 +75,17 @@ def score_frames(backend, clean: np.ndarray, presets: Sequence[str], seed: int) 
 
 def measure_weights(weights: str, images: Sequence[Path], seed: int, threads: int) -> dict:
     """Scores of one network on every background (dry and with each preset) and on the sample image,
-    with the thresholds :func:`~edge_derain.gst.gating.calibrate_thresholds` sets from its dry scores."""
+    with the thresholds :func:`~edge_derain.gst.gating.calibrate_thresholds` sets from its dry scores and the
+    SHA-256 of the weight file measured (so a re-shipped weight of the same name shows as unmeasured)."""
     from tqdm import tqdm
 
     from edge_derain.backends import TorchBackend
-    from edge_derain.checkpoint import load_model
+    from edge_derain.checkpoint import load_model, resolve_weights
     from edge_derain.data.io import read_image_uint8
     from edge_derain.data.synthetic import PRESETS
     from edge_derain.demo import SAMPLE_IMAGE
     from edge_derain.gst.gating import calibrate_thresholds
+    from edge_derain.utils import file_sha256
 
     backend = TorchBackend(load_model(weights))
     presets = list(PRESETS)
@@ -92,7 +94,8 @@ def measure_weights(weights: str, images: Sequence[Path], seed: int, threads: in
     conditions = ["dry", *presets]
     on, off = calibrate_thresholds([s["dry"] for s in per_image])
     stats = {c: condition_stats([s[c] for s in per_image], on, off) for c in conditions}
-    return {"thresholds": {"on": on, "off": off}, "conditions": stats, "environment": environment(threads),
+    return {"weights_sha256": file_sha256(resolve_weights(weights)),
+            "thresholds": {"on": on, "off": off}, "conditions": stats, "environment": environment(threads),
             "roc_auc_dry_vs": {p: roc_auc(stats["dry"]["scores"], stats[p]["scores"]) for p in presets},
             "sample_image": score_frames(backend, read_image_uint8(SAMPLE_IMAGE), presets, seed=seed)}
 

@@ -87,6 +87,15 @@ def cache_dir(*parts: str) -> Path:
     return root.joinpath(*parts)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of one file's bytes, read in 1 MiB chunks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def files_sha256(paths: Iterable[Path], root: Path, extra: bytes = b"") -> str:
     """SHA-256 (hex) of files named relative to ``root`` (name and content of each, in the given order),
     then ``extra``: what keys caches of things built from source files."""

@@ -132,13 +132,17 @@ def test_committed_results_are_the_tables_in_benchmarks_md(name):
 
 
 def test_gate_thresholds_are_the_committed_calibration():
-    """CALIBRATED_THRESHOLDS are calibrate_thresholds of the committed dry scores of each shipped weight."""
-    from edge_derain.checkpoint import list_shipped_weights
+    """CALIBRATED_THRESHOLDS are calibrate_thresholds of the committed dry scores of each shipped weight,
+    measured on the very files shipped (a re-shipped weight of the same name fails until it is re-measured)."""
+    from edge_derain.checkpoint import list_shipped_weights, resolve_weights
     from edge_derain.gst.gating import CALIBRATED_THRESHOLDS, calibrate_thresholds
+    from edge_derain.utils import file_sha256
 
     measured = json.loads((BENCH / "results" / "rain_gate.json").read_text())["weights"]
     assert set(measured) == set(list_shipped_weights()), "rerun benchmarks/rain_gate.py after shipping weights"
     for name, result in measured.items():
+        assert result.get("weights_sha256") == file_sha256(resolve_weights(name)), (
+            f"{name} changed since its gate calibration: rerun benchmarks/rain_gate.py --data DATA --weights {name}")
         dry = result["conditions"]["dry"]["scores"]
         assert calibrate_thresholds(dry) == (result["thresholds"]["on"], result["thresholds"]["off"])
         assert CALIBRATED_THRESHOLDS[name] == calibrate_thresholds(dry), (

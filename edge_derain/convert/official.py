@@ -34,7 +34,6 @@ PReLU; their values must agree.
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from torch import nn
 from ..checkpoint import save_checkpoint
 from ..models import create_model
 from ..models.blocks import ShuffleUpConv
+from ..utils import file_sha256
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Pairs = Iterator[tuple[str, str, "Transform | None"]]  # (official name, our name, layout transform)
@@ -475,18 +475,10 @@ def convert_official(name: str, official: dict[str, torch.Tensor], given: dict |
     return conversion.model.eval()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_official(name: str, checkpoint: str | Path, out: str | Path, given: dict | None = None) -> Path:
     """Convert an official ``.pth`` and write ``out`` (.safetensors + JSON sidecar, atomically)."""
     checkpoint = Path(checkpoint)
     model = convert_official(name, load_official_checkpoint(checkpoint), given, source=str(checkpoint))
     return save_checkpoint(out, model, imported_from={"layout": SOURCES[name], "file": checkpoint.name,
-                                                      "sha256": _sha256(checkpoint)},
+                                                      "sha256": file_sha256(checkpoint)},
                            lineage=[])

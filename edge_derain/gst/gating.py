@@ -13,15 +13,15 @@ dry scenes close to light rain (``efderain_w025``: 0.8 dry, 1.5 light). So each 
 (:func:`calibrate_thresholds`: on at the 90th percentile of its scores on dry frames, off at on / 1.5)
 from ``benchmarks/rain_gate.py`` (``benchmarks/results/rain_gate.json``, table in BENCHMARKS.md: 35
 development backgrounds, dry and with each rain preset); a test pins them to that JSON and fails while a
-shipped weight has no entry there (it cannot tell re-shipped weights of the same name: rerun the
+shipped weight has no entry there or its file's SHA-256 differs from the one measured (rerun the
 benchmark whenever you ship). :class:`RainGate` given no thresholds takes
 those of its weights (a shipped name, or the default model for an engine, an ONNX file or weights of
 your own). For your own weights or footage, score a few seconds of your dry scenes with
 :func:`rain_score` and pass :func:`calibrate_thresholds` of those scores as ``gate-on``/``gate-off``
 (or run ``benchmarks/rain_gate.py --weights W``). The gate errs towards deraining: it starts on, and a
 dry scene that scores above the off-threshold keeps it on (the only cost is the compute it would have
-saved). With the default ``elf_lw`` this turns deraining on for 94% of the light-rain images and all
-medium, heavy and dense ones, and for 6% of the dry ones.
+saved). With the default ``elf_lw`` this turns deraining on for 94% of the light-rain images, all
+medium, heavy and dense ones, 77% of the ``mist`` ones (faint streaks under a veil), and 6% of the dry ones.
 
 The network must run for a score to exist, so while the gate is off it still runs on one frame in
 ``probe_interval`` (a probe); a probe above the on-threshold makes the gate probe every frame until
