@@ -56,8 +56,10 @@ def ship_weights(weights: str | Path, name: str, data_dir: str | Path, dest: str
                                 f"sets of the data directory (layout: docs/data.md)")
     problems = ship_rule_violations(results)
     if problems and not allow_regressions:
-        raise ValueError(f"not shipping {source}: {'; '.join(problems)}. Train on (or select) a checkpoint that "
-                         f"passes, or pass --allow-regressions to ship it anyway")
+        # The gains go into the message: the evaluation took minutes, and they are what a waiver would trade.
+        gains = ", ".join(f"{k} {v['gain_psnr_y']:+.2f} dB" for k, v in results.items() if "gain_psnr_y" in v)
+        raise ValueError(f"not shipping {source} ({gains}): {'; '.join(problems)}. Train on (or select) a "
+                         f"checkpoint that passes, or pass --allow-regressions to ship it anyway")
     kept = {k: meta[k] for k in _KEEP if k in meta}
     waived = {"ship_rule_waived": problems} if problems else {}
     path = save_checkpoint(Path(dest) / name, model, storage_dtype=torch.float16, **kept, lineage=lineage_of(meta),
