@@ -57,6 +57,10 @@ def _lineage_rows(lineage: list[dict]) -> list[str]:
     for i, run in enumerate(lineage, 1):
         wall = run.get("wall_s", 0.0)
         wall_text = f"{wall / 60:.1f} min" if wall < 5400 else f"{wall / 3600:.2f} h"
+        if run.get("averaged"):   # `edge-derain average`: no training, a mean of the checkpoints named
+            rows.append(f"| {i} | {run.get('started')} | {run['device_name']} | 0 | {wall_text} | — | — | — | "
+                        f"{', '.join(run['averaged'])} |")
+            continue
         rows.append(f"| {i} | {run.get('started') or 'not recorded'} | {run.get('device_name', run.get('device', '?'))} | "
                     f"{run.get('iters', 0):,} | {wall_text} | {run.get('batch', '?')} x {run.get('crop', '?')}² | "
                     f"{run.get('lr', 0):.2e} | {run.get('amp', 'off')} | {run.get('init') or 'random init'} |")

@@ -9,10 +9,15 @@ On a GPU it uses the hardware: mixed precision (bf16 where supported, else fp16 
 channels-last tensors, the biggest batch that fits (``--batch 0``), DataLoader workers. ``--init`` starts
 from existing weights (e.g. the shipped checkpoint) and carries their training lineage forward, so every
 run, on any machine, adds to the same weights and the sidecar says how much training they have had.
+
+Validation and checkpoints hold an exponential moving average of the weights (``--ema``, 0.999 as in
+BasicSR and Restormer): the raw weights of these small networks swing by about 0.4 dB PSNR-Y on ``val/``
+from one validation to the next, and their average over the last ~1000 steps is steadier.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import platform
@@ -68,6 +73,7 @@ class TrainConfig:
     device: str = "auto"
     resume: bool = False
     val_limit: int | None = None
+    ema: float = 0.999          # decay of the weight average that is validated and saved; 0 = the raw weights
     final_eval: bool = True     # evaluate every set of edge_derain.data.EVAL_SETS at the end (for the card)
 
 
@@ -113,8 +119,9 @@ def _loss_on_outputs(loss_fn, outputs: tuple[torch.Tensor, ...], rainy: torch.Te
 
 def validate(model: torch.nn.Module, data, device: torch.device, limit: int | None = None) -> dict:
     """Mean PSNR/SSIM (Y and RGB) of the model and of the rainy input on paired data (a folder or dataset)."""
+    was_training = model.training
     metrics = evaluate(TorchBackend(model, device), data, limit=limit, progress=False)["mean"]
-    model.train()
+    model.train(was_training)
     return metrics
 
 
@@ -186,6 +193,42 @@ def choose_batch(cfg: TrainConfig, model, loss_fn, device: torch.device, dtype) 
     return batch
 
 
+class WeightEMA:
+    """An exponential moving average of a model's parameters and buffers, kept in a copy of the model.
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (TensorFlow's
+    ExponentialMovingAverage), so a short run is not pinned to its initial weights. ``parameters()`` lists a
+    parameter shared by several modules once, so shared weights are averaged once per step.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"--ema must be in (0, 1) (e.g. 0.999), or 0 to validate the raw weights; got {decay}")
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    def _pairs(self, model: torch.nn.Module):
+        yield from zip(self.module.parameters(), model.parameters())
+        yield from zip(self.module.buffers(), model.buffers())
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in self._pairs(model):
+            if average.is_floating_point():
+                average.lerp_(current.detach(), 1.0 - decay)
+            else:
+                average.copy_(current)
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
@@ -226,6 +269,7 @@ class TrainingRun:
             model = model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
         self.model = model
+        self.ema = WeightEMA(model, cfg.ema) if cfg.ema else None
         self.batch = choose_batch(cfg, model, self.loss_fn, device, self.dtype)
         self.lr = cfg.lr * math.sqrt(self.batch / REFERENCE_BATCH)
         self.optim = torch.optim.Adam(model.parameters(), lr=self.lr, betas=tuple(cfg.betas),
@@ -245,7 +289,7 @@ class TrainingRun:
         self.run_record = {
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": device.type,
             "device_name": _device_name(device), "batch": self.batch, "crop": cfg.crop, "lr": self.lr,
-            "amp": str(self.dtype).replace("torch.", "") if self.dtype else "off", "init": cfg.init,
+            "amp": str(self.dtype).replace("torch.", "") if self.dtype else "off", "init": cfg.init, "ema": cfg.ema,
             "pack": {k: pack.meta.get(k) for k in ("fingerprint", "counts", "budget_mib", "bytes")}}
         self.meta = {"data": {"dir": str(cfg.data) if cfg.data else None, "pack": pack.meta,
                               "recipe": recipe.to_dict()},
@@ -263,6 +307,11 @@ class TrainingRun:
                              f"{state['config']['model_config']}, not {cfg.model} {cfg.model_config}")
         self.model.load_state_dict(state["model"])
         self.optim.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"])
+            else:   # a state saved without an average: the average starts at the resumed weights
+                self.ema.module.load_state_dict(state["model"])
         self.step, self.best, self.history = state["step"], state["best"], list(state["history"])
         self.lineage, self.previous_wall = list(state.get("lineage", [])), float(state.get("wall_s", 0.0))
         self.run_start = int(state.get("run_start", 0))   # a resumed run is the same run: it counts from its start
@@ -280,6 +329,11 @@ class TrainingRun:
                     yield epoch, item
             epoch, skip = epoch + 1, 0
 
+    @property
+    def weights(self) -> torch.nn.Module:
+        """The weights this run validates and saves: the moving average, or the raw weights with ``--ema 0``."""
+        return self.ema.module if self.ema is not None else self.model
+
     def wall(self) -> float:
         return self.previous_wall + time.perf_counter() - self.t0
 
@@ -288,7 +342,7 @@ class TrainingRun:
         runs = self.lineage + [{**self.run_record, "iters": self.step - self.run_start,
                                 "wall_s": round(self.wall(), 1), "step": self.step}]
         extra = {"eval": eval_results} if eval_results else {}
-        weights = save_checkpoint(self.out / stem, self.model, **self.meta, step=self.step, metrics=self.metrics,
+        weights = save_checkpoint(self.out / stem, self.weights, **self.meta, step=self.step, metrics=self.metrics,
                                   lineage=runs, **extra)
         write_model_card(weights)
         return weights
@@ -296,7 +350,7 @@ class TrainingRun:
     def checkpoint(self, epoch: int, loss: float, bar) -> None:
         """Validate, write ``last`` (and ``best`` on a validation record), the resumable state and history."""
         if self.val_dir is not None:
-            self.metrics = validate(self.model, self.val_dir, self.device, self.cfg.val_limit)
+            self.metrics = validate(self.weights, self.val_dir, self.device, self.cfg.val_limit)
             bar.write(f"step {self.step}: loss {loss:.4f}  val PSNR-Y {self.metrics['psnr_y']:.2f} dB "
                       f"(rainy input {self.metrics['input_psnr_y']:.2f})  SSIM-Y {self.metrics['ssim_y']:.4f}")
         self.history.append({"step": self.step, "epoch": epoch, "loss": loss, "val": self.metrics,
@@ -307,6 +361,7 @@ class TrainingRun:
             self.save("best")
         save_training_state(self.state_path, {
             "model": self.model.state_dict(), "optimizer": self.optim.state_dict(), "step": self.step,
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "best": self.best, "history": self.history, "torch_rng": torch.get_rng_state(), "lineage": self.lineage,
             "wall_s": self.wall(), "run_start": self.run_start,
             "config": {"model": self.cfg.model, "model_config": self.cfg.model_config}})
@@ -332,6 +387,8 @@ class TrainingRun:
             loss = _train_step(self.model, self.loss_fn, self.optim, self.scaler, rain, clean, self.dtype)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower --lr or check the data")
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.step += 1
             losses.append(loss.item())
             running = losses[-1] if running is None else 0.95 * running + 0.05 * losses[-1]
@@ -343,7 +400,7 @@ class TrainingRun:
         bar.close()
         eval_results = {}
         if cfg.final_eval and cfg.data:
-            eval_results = evaluate_sets(TorchBackend(self.model, device), cfg.data, progress=self.progress)
+            eval_results = evaluate_sets(TorchBackend(self.weights, device), cfg.data, progress=self.progress)
             self.model.train()
             self.save("last", eval_results)
         return {"val": self.metrics, "losses": losses, "best": str(self.out / "best.safetensors"),

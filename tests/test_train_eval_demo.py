@@ -62,6 +62,8 @@ def test_training_smoke_lowers_loss_and_writes_checkpoints(data_dir, tmp_path):
 @pytest.mark.slow  # two training runs and a third that resumes: minutes on a 2-core CPU
 def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
     """A run killed right after its step-10 checkpoint resumes into the same losses as an uninterrupted run."""
+    from safetensors.torch import load_file
+
     import edge_derain.train as train_module
 
     straight = train(_config(data_dir, tmp_path / "a"), progress=False)
@@ -78,6 +80,10 @@ def test_resume_continues_exactly(data_dir, tmp_path, monkeypatch):
     resumed = train(_config(data_dir, tmp_path / "b", resume=True), progress=False)
     assert len(resumed["losses"]) == 10
     np.testing.assert_allclose(resumed["losses"], straight["losses"][10:], rtol=1e-5)
+    # The saved weights are the moving average, which resumes too (the losses alone would not show it).
+    resumed_weights = load_file(str(tmp_path / "b" / "last.safetensors"))
+    for key, tensor in load_file(str(tmp_path / "a" / "last.safetensors")).items():
+        torch.testing.assert_close(resumed_weights[key], tensor, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="--resume"):
         train(_config(data_dir, tmp_path / "b", resume=True, model_config={"width": 0.25}), progress=False)
 
@@ -218,6 +224,79 @@ def test_init_extends_lineage_and_ship_measures_fp16_weights(data_dir, tmp_path)
     # What the card reports is what the FP16 file computes.
     report = evaluate(TorchBackend(load_model(shipped)), data_dir / "val", progress=False)
     assert report["mean"]["gain_psnr_y"] == pytest.approx(meta["eval"]["val"]["gain_psnr_y"], abs=1e-6)
+
+
+def test_weight_ema_warms_up_and_averages_shared_parameters_once():
+    from edge_derain.train import WeightEMA
+
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(3, 3)
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared, torch.nn.BatchNorm1d(3))
+    ema = WeightEMA(model, decay=0.9)
+    start = shared.weight.detach().clone()
+    with torch.no_grad():
+        shared.weight.add_(1.0)
+        model[3].num_batches_tracked += 5
+    ema.update(model)   # warm-up decay: min(0.9, 2 / 11)
+    torch.testing.assert_close(ema.module[0].weight, start + (1 - 2 / 11))   # once, although used twice
+    assert ema.module[3].num_batches_tracked.item() == 5 and ema.module[0] is ema.module[2]
+    for _ in range(200):
+        ema.update(model)
+    torch.testing.assert_close(ema.module[0].weight, shared.weight, rtol=0, atol=1e-6)
+    restored = WeightEMA(model, decay=0.9)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 201
+    with pytest.raises(ValueError, match="--ema must be in"):
+        WeightEMA(model, decay=1.5)
+
+
+def test_training_saves_the_moving_average_not_the_raw_weights(data_dir, tmp_path):
+    from edge_derain.train import TrainingRun
+
+    run = TrainingRun(_config(data_dir, tmp_path, iters=6, epoch_iters=6, ema=0.9), progress=False)
+    run.run()
+    saved = load_model(tmp_path / "last.safetensors").state_dict()
+    raw, average = run.model.state_dict(), run.ema.module.state_dict()
+    name = next(k for k, v in raw.items() if v.is_floating_point() and not torch.equal(v, average[k]))
+    torch.testing.assert_close(saved[name], average[name])
+    assert read_sidecar(tmp_path / "last.safetensors")["lineage"][-1]["ema"] == 0.9
+    off = TrainingRun(_config(data_dir, tmp_path / "raw", iters=2, epoch_iters=2, ema=0.0), progress=False)
+    off.run()
+    torch.testing.assert_close(load_model(tmp_path / "raw" / "last.safetensors").state_dict()[name],
+                               off.model.state_dict()[name])
+
+
+def test_average_is_the_mean_and_counts_shared_runs_once(tmp_path, capsys):
+    from edge_derain.checkpoint import save_checkpoint
+    from edge_derain.utils import file_sha256
+
+    common = {"started": "2026-01-01T00:00:00+00:00", "device": "cuda", "iters": 100, "wall_s": 60.0, "step": 100}
+    parents = []
+    for seed, extra in ((1, 30), (2, 50)):
+        torch.manual_seed(seed)
+        run = {**common, "started": f"2026-01-0{seed + 1}", "device": "cpu", "iters": extra, "wall_s": 3600.0}
+        parents.append(save_checkpoint(tmp_path / f"p{seed}", create_model("efderain", width=0.125), step=extra,
+                                       lineage=[common, run]))
+    assert main(["average", str(parents[0]), str(parents[1]), "--out", str(tmp_path / "soup")]) == 0
+    assert "2 checkpoints averaged" in capsys.readouterr().out
+    soup = load_model(tmp_path / "soup.safetensors").state_dict()
+    a, b = (load_model(p).state_dict() for p in parents)
+    for key in soup:
+        torch.testing.assert_close(soup[key], (a[key] + b[key]) / 2)
+    meta = read_sidecar(tmp_path / "soup.safetensors")
+    assert [r["iters"] for r in meta["lineage"]] == [100, 30, 50, 0]   # the shared GPU run once
+    assert meta["averaged_from"][1] == {"path": str(parents[1]), "sha256": file_sha256(parents[1]), "step": 50}
+    card = (tmp_path / "soup.md").read_text()
+    assert "180 iterations in 4 run(s): 1.0 GPU minutes, 2.00 CPU hours" in card
+    assert "uniform average of 2 checkpoints" in card and "p1.safetensors, p2.safetensors" in card
+
+    torch.manual_seed(3)
+    other = save_checkpoint(tmp_path / "wide", create_model("efderain", width=0.25))
+    assert main(["average", str(parents[0]), str(other), "--out", str(tmp_path / "bad")]) == 2
+    assert "only checkpoints of one model and config can be averaged" in capsys.readouterr().err
+    assert main(["average", str(parents[0]), "--out", str(tmp_path / "bad")]) == 2
+    assert "at least two checkpoints" in capsys.readouterr().err
+    assert not list(tmp_path.glob("bad*"))
 
 
 def test_ship_rule_names_altered_dry_frames_and_worse_light_rain():

@@ -1,4 +1,4 @@
-"""Sub-commands that make weights: ``train``, ``pack``, ``presets``, ``ship``, ``card``, ``import``."""
+"""Sub-commands that make weights: ``train``, ``pack``, ``presets``, ``average``, ``ship``, ``card``, ``import``."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,7 @@ def cmd_train(args) -> int:
         return 0
     cfg = TrainConfig(model=args.model, data=args.data, out=args.out, model_config=model_config(args),
                       iters=args.iters, batch=args.batch, crop=args.crop, lr=args.lr, betas=tuple(args.betas),
-                      decay_start=args.decay_start, loss=args.loss, loss_config=parse_kv(args.loss_arg),
+                      decay_start=args.decay_start, ema=args.ema, loss=args.loss, loss_config=parse_kv(args.loss_arg),
                       rainmix=args.rainmix, recipe=parse_kv(args.recipe_arg), pack=args.pack,
                       pack_mib=args.pack_mib, init=args.init, time_limit_min=args.time_limit,
                       epoch_iters=args.epoch_iters, amp=args.amp, gpu_share=args.gpu_share, seed=args.seed,
@@ -48,6 +48,15 @@ def cmd_presets(args) -> int:
 
     write_image(args.out, preset_grid(read_image(args.image or SAMPLE_IMAGE), seed=args.seed))
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_average(args) -> int:
+    from ..average import average_weights
+
+    path = average_weights(args.weights, args.out)
+    print(f"wrote {path} ({len(args.weights)} checkpoints averaged); measure and ship it with "
+          f"'edge-derain ship {path} --name NAME --data DIR'")
     return 0
 
 
@@ -104,6 +113,8 @@ def _add_train_recipe_args(p) -> None:
     p.add_argument("--betas", type=float, nargs=2, default=[0.5, 0.999],
                    help="Adam betas (EfDeRain's official 0.5 0.999; ELF/DANet use 0.9 0.999)")
     p.add_argument("--decay-start", type=float, default=0.4, help="fraction of iters before linear LR decay")
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="decay of the moving average of the weights that is validated and saved; 0 = raw weights")
     p.add_argument("--loss", default=None, help="override the model's default loss")
     p.add_argument("--loss-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="loss options, e.g. autoencoder=ae.safetensors for recanet")
@@ -153,6 +164,12 @@ def _register_train(sub) -> None:
 
 
 def _register_release(sub) -> None:
+    p = sub.add_parser("average", help="the uniform average of checkpoints of one model (a model soup), "
+                                       "with the lineage of every parent")
+    p.add_argument("weights", nargs="+", help="two or more .safetensors checkpoints (or shipped names) of one model")
+    p.add_argument("--out", required=True, help="weights to write: OUT.safetensors + OUT.json sidecar + OUT.md card")
+    p.set_defaults(func=cmd_average)
+
     p = sub.add_parser("ship", help="store trained weights as shipped FP16 weights, measured, with a model card")
     p.add_argument("weights", help="a .safetensors checkpoint from 'edge-derain train'")
     p.add_argument("--name", required=True, help="the shipped name, e.g. efderain_w025")
