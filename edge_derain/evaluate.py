@@ -76,13 +76,14 @@ def _item_name(dataset, index: int) -> str:
         return f"item {index}"
 
 
-def evaluate_sets(backend: Backend, data_dir: str | Path, progress: bool = False) -> dict:
-    """Mean metrics on every evaluation set that ``data_dir`` has (``edge_derain.data.EVAL_SETS``), each with
-    ``losses``: how many images came out worse (PSNR-Y) than the input."""
+def evaluate_sets(backend: Backend, data_dir: str | Path, progress: bool = False,
+                  names: tuple[str, ...] | None = None) -> dict:
+    """Mean metrics on every evaluation set that ``data_dir`` has (``edge_derain.data.EVAL_SETS``, or those of
+    them in ``names``), each with ``losses``: how many images came out worse (PSNR-Y) than the input."""
     from .data import EVAL_SETS, open_eval_set
 
     results = {}
-    for name in EVAL_SETS:
+    for name in (n for n in EVAL_SETS if names is None or n in names):
         try:
             dataset = open_eval_set(data_dir, name)
         except FileNotFoundError:
