@@ -66,6 +66,6 @@ def average_weights(weights: list[str | Path], out: str | Path) -> Path:
     kept = {k: first[k] for k in ("data", "train_config") if k in first}
     path = save_checkpoint(out, soup, **kept, git_commit=git_commit(), step=record["step"],
                            lineage=merged_lineage(metas) + [record], averaged_from=parents,
-                           selected=f"uniform average of {', '.join(p.name for p in paths)}")
+                           selected=f"parents {', '.join(p.name for p in paths)}")
     write_model_card(path)
     return path

@@ -114,6 +114,15 @@ def _limits(results: dict) -> list[str]:
     return lines
 
 
+def _checkpoint_row(meta: dict) -> str:
+    parents = meta.get("averaged_from")
+    if parents:   # `edge-derain average`: no single step to name
+        steps = ", ".join(str(p.get("step", "?")) for p in parents)
+        return (f"| checkpoint | uniform average of {len(parents)} checkpoints (steps {steps}; SHA-256 in the "
+                f"sidecar's `averaged_from`), {meta.get('selected', 'as averaged')} |")
+    return f"| checkpoint | step {meta.get('step', '?')} of the last run, {meta.get('selected', 'the last one')} |"
+
+
 def render_model_card(meta: dict, name: str) -> str:
     """The Markdown model card of a checkpoint whose sidecar is ``meta``."""
     from .models import get_entry
@@ -135,7 +144,7 @@ def render_model_card(meta: dict, name: str) -> str:
              f"{totals['gpu_minutes']:.1f} GPU minutes, {totals['cpu_hours']:.2f} CPU hours |",
              f"| loss, optimiser | `{cfg.get('loss') or entry.default_loss}` loss; Adam betas {cfg.get('betas')}, "
              f"constant LR then linear decay to 0 from {cfg.get('decay_start', 0):.0%} of each run |",
-             f"| checkpoint | step {meta.get('step', '?')} of the last run, {meta.get('selected', 'the last one')} |",
+             _checkpoint_row(meta),
              "", "## Quality", ""]
     if results:
         lines += _eval_rows(results)

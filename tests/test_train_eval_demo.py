@@ -288,7 +288,7 @@ def test_average_is_the_mean_and_counts_shared_runs_once(tmp_path, capsys):
     assert meta["averaged_from"][1] == {"path": str(parents[1]), "sha256": file_sha256(parents[1]), "step": 50}
     card = (tmp_path / "soup.md").read_text()
     assert "180 iterations in 4 run(s): 1.0 GPU minutes, 2.00 CPU hours" in card
-    assert "uniform average of 2 checkpoints" in card and "p1.safetensors, p2.safetensors" in card
+    assert "uniform average of 2 checkpoints (steps 30, 50;" in card and "p1.safetensors, p2.safetensors" in card
 
     torch.manual_seed(3)
     other = save_checkpoint(tmp_path / "wide", create_model("efderain", width=0.25))
