@@ -6,8 +6,8 @@ is usually at least as good as each and less noisy than any single validation pi
 fit the validation set.
 
 The sidecar is written by the tool, like every sidecar: the parents' training runs (each counted once,
-so a run two parents share is not counted twice), one lineage record for the averaging itself, and
-``averaged_from`` naming every parent with its step and SHA-256. The first checkpoint's data recipe and
+so a run two parents share, or two checkpoints of one run, is not counted twice), one lineage record for
+the averaging itself, and ``averaged_from`` naming every parent with its step and SHA-256. The first checkpoint's data recipe and
 training config stand for the soup (a card shows one recipe); list the checkpoint whose recipe is newest first.
 """
 from __future__ import annotations
@@ -24,16 +24,24 @@ from .model_card import lineage_of, write_model_card
 from .utils import file_sha256, git_commit
 
 
+def _run_identity(run: dict) -> str:
+    """What names one training run across its checkpoints: its start time and machine (a run's record grows
+    with every checkpoint it writes); records without a start time are told apart by their whole content."""
+    if run.get("started"):
+        return f"{run['started']}|{run.get('device_name')}|{run.get('init')}"
+    return json.dumps(run, sort_keys=True, default=str)
+
+
 def merged_lineage(metas: list[dict]) -> list[dict]:
-    """Every training run behind any of the checkpoints, once each, in the order first seen."""
-    seen, runs = set(), []
+    """Every training run behind any of the checkpoints, once each, in the order first seen; checkpoints of
+    one run at different steps (the usual soup) contribute that run once, as far as the furthest got."""
+    runs: dict[str, dict] = {}
     for meta in metas:
         for run in lineage_of(meta):
-            key = json.dumps(run, sort_keys=True, default=str)
-            if key not in seen:
-                seen.add(key)
-                runs.append(run)
-    return runs
+            key = _run_identity(run)
+            if key not in runs or run.get("step", 0) > runs[key].get("step", 0):
+                runs[key] = run   # replacing a key keeps its first-seen position
+    return list(runs.values())
 
 
 def average_weights(weights: list[str | Path], out: str | Path) -> Path:

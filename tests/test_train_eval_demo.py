@@ -290,6 +290,13 @@ def test_average_is_the_mean_and_counts_shared_runs_once(tmp_path, capsys):
     assert "180 iterations in 4 run(s): 1.0 GPU minutes, 2.00 CPU hours" in card
     assert "uniform average of 2 checkpoints (steps 30, 50;" in card and "p1.safetensors, p2.safetensors" in card
 
+    # Two checkpoints of one run (its record grows with its steps) count that run once, as far as it got.
+    early = save_checkpoint(tmp_path / "early", create_model("efderain", width=0.125), step=20,
+                            lineage=[common, {**run, "iters": 20, "wall_s": 600.0, "step": 20}])
+    assert main(["average", str(early), str(parents[1]), "--out", str(tmp_path / "same_run")]) == 0
+    same_run = read_sidecar(tmp_path / "same_run.safetensors")["lineage"]
+    assert [r["iters"] for r in same_run] == [100, 50, 0]
+
     torch.manual_seed(3)
     other = save_checkpoint(tmp_path / "wide", create_model("efderain", width=0.25))
     assert main(["average", str(parents[0]), str(other), "--out", str(tmp_path / "bad")]) == 2
