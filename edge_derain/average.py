@@ -7,8 +7,9 @@ fit the validation set.
 
 The sidecar is written by the tool, like every sidecar: the parents' training runs (each counted once,
 so a run two parents share, or two checkpoints of one run, is not counted twice), one lineage record for
-the averaging itself, and ``averaged_from`` naming every parent with its step and SHA-256. The first checkpoint's data recipe and
-training config stand for the soup (a card shows one recipe); list the checkpoint whose recipe is newest first.
+the averaging itself, and ``averaged_from`` naming every parent with its step and SHA-256. The first
+checkpoint's data recipe and training config stand for the soup (a card shows one recipe); list the
+checkpoint whose recipe is newest first.
 """
 from __future__ import annotations
 

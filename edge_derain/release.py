@@ -26,13 +26,15 @@ _KEEP = ("data", "train_config", "git_commit", "step", "averaged_from")
 # shipped elf_lw measures about 46 dB (45.7 dB since 2026-12-05). 40 dB sits between, with room for JPEG-level
 # differences.
 MIN_DRY_PSNR_Y = 40.0
-RULE_SETS = ("dry", "light")   # the evaluation sets ship_rule_violations reads
+# The evaluation sets ship_rule_violations reads (names from edge_derain.data.EVAL_SETS).
+DRY_SET, LIGHT_SET = "dry", "light"
+RULE_SETS = (DRY_SET, LIGHT_SET)
 
 
 def ship_rule_violations(results: dict, min_dry_psnr_y: float = MIN_DRY_PSNR_Y) -> list[str]:
     """What in ``results`` (:func:`~edge_derain.evaluate.evaluate_sets`) breaks the ship rule, as phrases."""
     problems = []
-    dry, light = results.get("dry"), results.get("light")
+    dry, light = results.get(DRY_SET), results.get(LIGHT_SET)
     if dry is not None and dry["psnr_y"] < min_dry_psnr_y:
         problems.append(f"dry frames come out at {dry['psnr_y']:.1f} dB PSNR-Y from the clean input "
                         f"(the rule asks >= {min_dry_psnr_y:g} dB)")
