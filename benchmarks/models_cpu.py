@@ -50,7 +50,7 @@ def measure(models: Sequence[str], resolutions: Sequence[tuple[int, int]], warmu
     with tempfile.TemporaryDirectory() as work:
         for name in models:
             torch.manual_seed(0)
-            model = load_model() if name == "efderain" else create_model(name)  # efderain: the shipped w0.25
+            model = load_model("efderain_w025") if name == "efderain" else create_model(name)  # shipped w0.25
             label = "efderain_w025" if name == "efderain" else name
             portable = export_model(model, Path(work) / name).portable_path
             backends[f"{label} torch"] = TorchBackend(model)

@@ -1,11 +1,12 @@
-"""INT8 and FP16 accuracy drop of the shipped default model, on ONNX Runtime (CPU), through the documented
-workflow of calibration/README.md.
+"""INT8 and FP16 accuracy drop of shipped weights, on ONNX Runtime (CPU), through the documented workflow of
+calibration/README.md.
 
-    OMP_NUM_THREADS=1 python benchmarks/precision_cpu.py --data ../shared/data
+    OMP_NUM_THREADS=1 python benchmarks/precision_cpu.py --data ../shared/data                # the default
+    OMP_NUM_THREADS=1 python benchmarks/precision_cpu.py --data ../shared/data --weights efderain_w025
 
 Runs the ``edge-derain`` commands a user runs, in a scratch folder, and gathers what they write:
 
-1. ``edge-derain export``; ``edge-derain calibrate collect --data DATA`` (the default recipe);
+1. ``edge-derain export --weights W``; ``edge-derain calibrate collect --data DATA`` (the default recipe);
 2. ``edge-derain calibrate`` with each method (minmax, percentile, entropy): the held-out split's FP32
    PSNR-Y and its INT8 and FP16 drops, from each ``*.calibration.json``;
 3. ``edge-derain calibrate --max-drop-db 0.3``: how much of the conv MACs the budget keeps in INT8;
@@ -14,8 +15,9 @@ Runs the ``edge-derain`` commands a user runs, in a scratch folder, and gathers 
    128, so this step calls the calibrator directly, puts the resulting scales on the graph with
    ``edge_derain.quant.qdq.insert_qdq`` and measures the same held-out drop).
 
-Writes ``benchmarks/results/precision_cpu.json`` and the ``precision_cpu`` table of ``BENCHMARKS.md``;
-``calibration/README.md`` and ``edge_derain/quant/ort_calibration.py`` quote it.
+Writes ``benchmarks/results/precision_cpu_<W>.json`` and the ``precision_cpu_<W>`` table of ``BENCHMARKS.md``
+(one per shipped model: the drops differ by architecture, 0.04 dB for efderain_w025's 26 convs against 0.8 dB
+for elf_lw's 314); ``calibration/README.md`` and ``edge_derain/quant/ort_calibration.py`` quote them.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from reporting import ROOT, add_output_options, describe_machine, environment, load_results, markdown_table, publish
+from reporting import RESULTS, ROOT, add_output_options, describe_machine, environment, load_results, markdown_table, publish
 
 NAME = "precision_cpu"
 METHODS = ("minmax", "percentile", "entropy")
@@ -83,33 +85,36 @@ def entropy_at_bins(plugin_onnx: Path, calib_dir: Path, bins: int, work: Path) -
     return holdout_drops(portable, quantized, calib_set.holdout_pairs())
 
 
-def measure(data: Path) -> dict:
+def results_name(weights: str) -> str:
+    """``precision_cpu_<shipped name or checkpoint stem>``: the JSON's stem and the BENCHMARKS.md section."""
+    return f"{NAME}_{Path(weights).name.removesuffix('.safetensors')}"
+
+
+def measure(data: Path, weights: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="edge_derain_precision_") as scratch:
         work = Path(scratch)
-        onnx_path, calib = work / "efderain.onnx", work / "calib"
-        edge_derain("export", "--out", str(work / "efderain"))
+        onnx_path, calib = work / "model.onnx", work / "calib"
+        edge_derain("export", "--weights", weights, "--out", str(work / "model"))
         edge_derain("calibrate", "collect", "--data", str(data), "--out", str(calib))
         methods = {}
         for method in METHODS:
-            out = work / f"efderain.int8.{method}"
+            out = work / f"model.int8.{method}"
             edge_derain("calibrate", "--onnx", str(onnx_path), "--calib", str(calib), "--method", method,
                         "--out", str(out))
             methods[method] = json.loads(out.with_name(out.name + ".calibration.json").read_text())["holdout"]
-        budget_out = work / "efderain.int8.budget"
+        budget_out = work / "model.int8.budget"
         edge_derain("calibrate", "--onnx", str(onnx_path), "--calib", str(calib), "--max-drop-db", str(BUDGET_DB),
                     "--out", str(budget_out))
         budget = json.loads(budget_out.with_name(budget_out.name + ".calibration.json").read_text())
         edge_derain("eval", "--precisions", "fp32,fp16,int8", "--backend", "ort", "--onnx", str(onnx_path),
-                    "--int8", str(work / "efderain.int8.minmax.onnx"), "--data", str(data / "val"),
+                    "--int8", str(work / "model.int8.minmax.onnx"), "--data", str(data / "val"),
                     "--out", str(work / "eval"))
         report = json.loads((work / "eval" / "precision_report.json").read_text())
         print(f"entropy calibration at {ENTROPY_BINS} bins (ORT calibrator API)", flush=True)
         entropy_bins = entropy_at_bins(onnx_path, calib, ENTROPY_BINS, work)
         manifest = json.loads((calib / "manifest.json").read_text())
-    from edge_derain.checkpoint import DEFAULT_WEIGHTS
-
     return {
-        "weights": DEFAULT_WEIGHTS, "model": report.get("model") or budget.get("model"),
+        "weights": weights, "model": report.get("model") or budget.get("model"),
         "calibration_set": {"origin": manifest.get("origin"),
                             "frames": {split: sum(f["split"] == split for f in manifest["frames"])
                                        for split in ("calib", "holdout")}},
@@ -140,9 +145,9 @@ def markdown(results: dict) -> str:
     rows.append([f"`val/` ({v['count']} pairs, `edge-derain eval --precisions fp32,fp16,int8 --backend ort`)",
                  f"{v['fp32']['psnr_y']:.2f} dB", _db(v["int8"]["drop_psnr_y"]), _db(v["fp16"]["drop_psnr_y"])])
     b = results["budget"]
-    weights = f"`{results['weights']}`" if "weights" in results else f"model `{results['model']}`"
-    return (f"`python benchmarks/precision_cpu.py --data ../shared/data` "
-            f"([JSON](benchmarks/results/precision_cpu.json)): the shipped default weights of that day ({weights}), "
+    weights = results["weights"]
+    return (f"`python benchmarks/precision_cpu.py --data ../shared/data --weights {weights}` "
+            f"([JSON](benchmarks/results/{results_name(weights)}.json)): `{weights}`, "
             f"{describe_machine(results['environment'])}. "
             f"Drop = FP32 minus the precision (positive = worse).\n\n"
             + markdown_table(["set", "FP32 PSNR-Y", "INT8 drop", "FP16 drop"], rows)
@@ -152,17 +157,23 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from edge_derain.checkpoint import DEFAULT_WEIGHTS
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="data directory (../shared/data layout)")
-    add_output_options(parser, NAME)
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                        help="shipped name or .safetensors to measure (default: %(default)s, the shipped default)")
+    add_output_options(parser, f"{NAME}_<W>", default_from="--weights")
     args = parser.parse_args(argv)
+    name = results_name(args.weights)
+    out = args.out or RESULTS / f"{name}.json"
     if args.render:
-        results = load_results(args.out)
+        results = load_results(out)
     elif args.data is None:
         parser.error("--data DIR is required (the data directory, e.g. ../shared/data)")
     else:
-        results = measure(args.data.resolve())
-    publish(NAME, args.out, results, markdown(results), rendered_only=args.render)
+        results = measure(args.data.resolve(), args.weights)
+    publish(name, out, results, markdown(results), rendered_only=args.render)
     return 0
 
 

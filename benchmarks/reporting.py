@@ -70,10 +70,14 @@ def describe_machine(env: dict) -> str:
     return ", ".join(parts)
 
 
-def add_output_options(parser, name: str) -> None:
-    """``--out`` (default ``benchmarks/results/<name>.json``) and ``--render`` (table from that JSON, no measuring)."""
-    parser.add_argument("--out", type=Path, default=RESULTS / f"{name}.json",
-                        help="results JSON (default: %(default)s)")
+def add_output_options(parser, name: str, default_from: str | None = None) -> None:
+    """``--out`` (default ``benchmarks/results/<name>.json``) and ``--render`` (table from that JSON, no measuring).
+
+    ``default_from`` names the option the results' name depends on: ``--out`` then defaults to None and the
+    script resolves it once that option is parsed."""
+    default = None if default_from else RESULTS / f"{name}.json"
+    parser.add_argument("--out", type=Path, default=default,
+                        help=f"results JSON (default: {default or f'benchmarks/results/{name}.json, by {default_from}'})")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: re-render the BENCHMARKS.md table from the --out JSON")
 

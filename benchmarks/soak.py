@@ -72,7 +72,7 @@ def soak(minutes: float, interval: float, warmup: float, fps: int, size: tuple[i
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         clip = make_clip(work / "clip.mp4", seconds, fps, size)
-        portable = export_model(load_model(), work / "efderain").portable_path
+        portable = export_model(load_model(), work / "default").portable_path
         (work / "paced.toml").write_text(PACED_FILE_PIPELINE)
         out = work / "out.mp4"
         options = PipelineOptions(pipeline=str(work / "paced.toml"), source=str(clip),

@@ -113,8 +113,8 @@ def test_gpu_check_renders_its_tables_and_merges_a_partial_run():
     assert gpu_check.archive_name({"device": "NVIDIA H200"}, "2026-12-04") == "gpu_check-nvidia-h200-2026-12-04.json"
 
 
-CPU_RESULTS = ("model_complexity", "models_cpu", "efderain_cpu", "precision_cpu", "pipeline_cpu", "rain_gate",
-               "batch_cpu")
+CPU_RESULTS = ("model_complexity", "models_cpu", "efderain_cpu", "precision_cpu_elf_lw", "precision_cpu_efderain_w025",
+               "pipeline_cpu", "rain_gate", "batch_cpu")
 
 
 @pytest.mark.parametrize("name", CPU_RESULTS)
@@ -123,7 +123,8 @@ def test_committed_results_are_the_tables_in_benchmarks_md(name):
     path = BENCH / "results" / f"{name}.json"
     assert path.is_file(), f"{path} is missing: rerun its script (docs/workflows/benchmarking.md)"
     results = json.loads(path.read_text())
-    script = "models_cpu" if name in ("models_cpu", "efderain_cpu") else name
+    script = {"efderain_cpu": "models_cpu", "precision_cpu_elf_lw": "precision_cpu",
+              "precision_cpu_efderain_w025": "precision_cpu"}.get(name, name)
     module = importlib.import_module(script)
     table = (module.markdown(results, results.get("command", "python benchmarks/models_cpu.py"), name)
              if script == "models_cpu" else module.markdown(results))
