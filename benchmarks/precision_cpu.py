@@ -16,7 +16,7 @@ Runs the ``edge-derain`` commands a user runs, in a scratch folder, and gathers 
    ``edge_derain.quant.qdq.insert_qdq`` and measures the same held-out drop).
 
 Writes ``benchmarks/results/precision_cpu_<W>.json`` and the ``precision_cpu_<W>`` table of ``BENCHMARKS.md``
-(one per shipped model: the drops differ by architecture, 0.04 dB for efderain_w025's 26 convs against 0.8 dB
+(one per shipped model: the drops differ by architecture, 0.06 dB for efderain_w025's 26 convs against 0.84 dB
 for elf_lw's 314); ``calibration/README.md`` and ``edge_derain/quant/ort_calibration.py`` quote them.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from reporting import RESULTS, ROOT, add_output_options, describe_machine, environment, load_results, markdown_table, publish
+from reporting import (RESULTS, ROOT, add_output_options, describe_machine, environment, load_results, markdown_table,
+                       publish)
 
 NAME = "precision_cpu"
 METHODS = ("minmax", "percentile", "entropy")

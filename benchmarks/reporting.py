@@ -76,8 +76,8 @@ def add_output_options(parser, name: str, default_from: str | None = None) -> No
     ``default_from`` names the option the results' name depends on: ``--out`` then defaults to None and the
     script resolves it once that option is parsed."""
     default = None if default_from else RESULTS / f"{name}.json"
-    parser.add_argument("--out", type=Path, default=default,
-                        help=f"results JSON (default: {default or f'benchmarks/results/{name}.json, by {default_from}'})")
+    shown = default or f"benchmarks/results/{name}.json, by {default_from}"
+    parser.add_argument("--out", type=Path, default=default, help=f"results JSON (default: {shown})")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: re-render the BENCHMARKS.md table from the --out JSON")
 
