@@ -88,7 +88,7 @@ def entropy_at_bins(plugin_onnx: Path, calib_dir: Path, bins: int, work: Path) -
 
 def results_name(weights: str) -> str:
     """``precision_cpu_<shipped name or checkpoint stem>``: the JSON's stem and the BENCHMARKS.md section."""
-    return f"{NAME}_{Path(weights).name.removesuffix('.safetensors')}"
+    return f"{NAME}_{Path(weights).stem}"
 
 
 def measure(data: Path, weights: str) -> dict:

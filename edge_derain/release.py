@@ -23,8 +23,8 @@ from .model_card import lineage_of, write_model_card
 
 _KEEP = ("data", "train_config", "git_commit", "step", "averaged_from")
 # Output against a clean input, PSNR-Y. A checkpoint that visibly retouched dry frames scored 32.6 dB; the
-# shipped elf_lw measures about 46 dB (45.7 dB since 2026-12-05). 40 dB sits between, with room for JPEG-level
-# differences.
+# shipped weights measure about 46 dB (each card's "Dry frames" line). 40 dB sits between, with room for
+# JPEG-level differences.
 MIN_DRY_PSNR_Y = 40.0
 # The evaluation sets ship_rule_violations reads (names from edge_derain.data.EVAL_SETS).
 DRY_SET, LIGHT_SET = "dry", "light"
