@@ -16,8 +16,8 @@ Runs the ``edge-derain`` commands a user runs, in a scratch folder, and gathers 
    ``edge_derain.quant.qdq.insert_qdq`` and measures the same held-out drop).
 
 Writes ``benchmarks/results/precision_cpu_<W>.json`` and the ``precision_cpu_<W>`` table of ``BENCHMARKS.md``
-(one per shipped model: the drops differ by architecture, 0.06 dB for efderain_w025's 26 convs against 0.84 dB
-for elf_lw's 314); ``calibration/README.md`` and ``edge_derain/quant/ort_calibration.py`` quote them.
+(one per shipped model: the drops differ by architecture); ``calibration/README.md`` and
+``edge_derain/quant/ort_calibration.py`` quote them.
 """
 from __future__ import annotations
 

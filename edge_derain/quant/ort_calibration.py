@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 #: ``--method`` -> ONNX Runtime CalibrationMethod member.
 METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 # Both figures: benchmarks/precision_cpu.py --weights efderain_w025 (results/precision_cpu_efderain_w025.json, rows
-# 'entropy' and 'entropy at 2048 bins'; for elf_lw the 2048 bins cost 0.90 dB against minmax's 0.84).
+# 'entropy' and 'entropy at 2048 bins').
 ENTROPY_WARNING = (
     "ONNX Runtime's entropy calibration is unreliable for restoration networks: at its default bin count "
     "(quantize_static cannot change it) it equals MinMax, and at 2048 bins it cost the shipped efderain_w025 "
